@@ -1,0 +1,238 @@
+"""Run directories, atomic writes, checkpoints with metadata, safe loading.
+
+Every file evoprune writes goes through here so that a crash or ``kill -9`` never leaves a half-written file where
+a reader would pick it up: data goes to a temporary file in the same directory, is fsync'ed, then renamed.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io as _io
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+
+from .errors import EvopruneError
+
+PathLike = Union[str, os.PathLike]
+
+
+# ----------------------------------------------------------------------------------------------------------- writes
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(str(d), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars and arrays, paths and dataclasses to JSON-friendly values."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        obj = float(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # torch tensors
+        return to_jsonable(obj.tolist())
+    return obj
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def append_jsonl(path: PathLike, obj: Any) -> None:
+    """Append one JSON line (metrics logs). Lines are small; a torn last line is skipped by :func:`read_jsonl`."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(to_jsonable(obj)) + "\n")
+        fh.flush()
+
+
+def read_jsonl(path: PathLike) -> list:
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # torn write at a crash: everything after it is untrusted
+    return out
+
+
+def read_json(path: PathLike, what: str = "JSON file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise EvopruneError(f"{what} '{path}' does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvopruneError(f"{what} '{path}' is not valid JSON ({exc}); fix or regenerate it") from None
+
+
+# ------------------------------------------------------------------------------------------------------ torch files
+def save_torch(path: PathLike, obj: Any) -> None:
+    """``torch.save`` atomically. ``obj`` must hold only tensors and plain Python values (weights_only-loadable)."""
+    import torch
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_torch(path: PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    """Load a torch file safely (``weights_only=True``); every failure is a one-line :class:`EvopruneError`."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise EvopruneError(f"{what} '{path}' does not exist; check the path")
+    if path.is_dir():
+        raise EvopruneError(f"{what} '{path}' is a directory, expected a file")
+    try:
+        return torch.load(str(path), map_location=map_location, weights_only=True)
+    except PermissionError:
+        raise EvopruneError(f"{what} '{path}' is not readable (permission denied)") from None
+    except Exception as exc:  # unpickling errors come in many types
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            raise EvopruneError(
+                f"{what} '{path}' holds Python objects that are not allowed in a safe load (refused: {msg[:120]}); "
+                "only checkpoints written by evoprune or plain state dicts can be loaded"
+            ) from None
+        if isinstance(exc, (zipfile.BadZipFile, EOFError)) or "zip" in msg.lower() or "truncat" in msg.lower():
+            raise EvopruneError(f"{what} '{path}' is corrupt or truncated ({msg[:120]}); re-create or re-download it") from None
+        raise EvopruneError(f"{what} '{path}' cannot be read as a torch file ({msg[:160]})") from None
+
+
+# ----------------------------------------------------------------------------------------------------- run directory
+def environment_info(device: Optional[str] = None, seed: Optional[int] = None) -> Dict[str, Any]:
+    import torch
+
+    from . import __version__
+
+    info = {
+        "evoprune": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "device": device,
+        "seed": seed,
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+    }
+    try:
+        import deap
+
+        info["deap"] = deap.__version__
+    except Exception:  # pragma: no cover
+        pass
+    return info
+
+
+def prepare_run_dir(out: PathLike, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create the run directory ``out``.
+
+    An existing non-empty directory is refused unless ``resume`` (continue it) or ``overwrite`` (replace it).
+    Call this only after all inputs are validated, so a bad flag never destroys an earlier run.
+    """
+    out = Path(out)
+    if overwrite and resume:
+        raise EvopruneError("--overwrite and --resume contradict each other; choose one")
+    if out.exists() and not out.is_dir():
+        raise EvopruneError(f"output path '{out}' exists and is a file; choose another --out")
+    if out.exists() and any(out.iterdir()):
+        if resume:
+            return out
+        if not overwrite:
+            raise EvopruneError(
+                f"output directory '{out}' already exists; pass --resume to continue it or --overwrite to replace it"
+            )
+        _check_writable(out.parent if out.parent != Path("") else Path("."))
+        shutil.rmtree(out)
+    elif resume:
+        raise EvopruneError(f"cannot --resume: run directory '{out}' does not exist")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvopruneError(f"cannot create output directory '{out}': {exc.strerror}") from None
+    _check_writable(out)
+    return out
+
+
+def _check_writable(d: Path) -> None:
+    if not os.access(str(d), os.W_OK):
+        raise EvopruneError(f"output directory '{d}' is not writable; choose another --out")
+
+
+def check_output_file(path: PathLike, overwrite: bool) -> Path:
+    """Refuse to clobber an existing output file unless ``overwrite``; check its folder is writable."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise EvopruneError(f"output file '{path}' already exists; pass --overwrite to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not os.access(str(parent), os.W_OK):
+        raise EvopruneError(f"output folder '{parent}' is not writable; choose another path")
+    return path

@@ -1,0 +1,1 @@
+"""DEAP operators on binary chromosomes (installed as ``evoprune.operators``)."""

@@ -1,0 +1,1 @@
+"""DEAP-ready problem definitions (installed as ``evoprune.problems``)."""
