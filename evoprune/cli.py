@@ -1,0 +1,59 @@
+"""The ``evoprune`` command line: a click group; each command lives in :mod:`evoprune.commands`."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from evoprune import __version__
+from evoprune.commands.common import Ctx
+
+# (module, command attribute); modules that are not written yet are skipped so the CLI always starts.
+_COMMANDS = [
+    ("evoprune.commands.listing", "list_cmd"),
+    ("evoprune.commands.train", "train"),
+    ("evoprune.commands.evaluate", "evaluate"),
+    ("evoprune.commands.demo", "demo"),
+    ("evoprune.commands.sensitivity", "sensitivity"),
+    ("evoprune.commands.prune", "prune"),
+    ("evoprune.commands.finetune", "finetune"),
+    ("evoprune.commands.search", "search"),
+    ("evoprune.commands.search", "compare"),
+    ("evoprune.commands.plot", "plot"),
+    ("evoprune.commands.export", "export"),
+]
+
+
+class _Group(click.Group):
+    def main(self, *args, **kwargs):
+        # click's own usage errors (bad option, bad value) exit 2 already; keep it that way.
+        return super().main(*args, **kwargs)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="evoprune")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or chatter.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON summary as the last stdout line.")
+def main(debug: bool, quiet: bool, as_json: bool) -> None:
+    """Evolutionary channel pruning of convolutional networks.
+
+    Typical flow: train -> sensitivity -> prune (GA + two-step fitness + KD fine-tune) -> evaluate/export.
+    Names of models, operators, problems, strategies and evaluators also accept 'module:name' or 'file.py:name'.
+    """
+    Ctx.debug, Ctx.quiet, Ctx.json = debug, quiet, as_json
+
+
+for _mod, _attr in _COMMANDS:
+    try:
+        _m = importlib.import_module(_mod)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _mod:
+            raise
+        continue
+    main.add_command(getattr(_m, _attr))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

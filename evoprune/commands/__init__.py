@@ -1,0 +1,1 @@
+"""One module per CLI command; :mod:`evoprune.cli` assembles them into the ``evoprune`` group."""
