@@ -1,0 +1,61 @@
+"""CIFAR-style VGG with BatchNorm and a width multiplier (one linear classifier after global pooling)."""
+from __future__ import annotations
+
+from typing import List, Union
+
+import torch
+from torch import nn
+
+from evoprune.registry import MODELS
+
+CFGS = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+
+
+class VGG(nn.Module):
+    """VGG-BN for small images. ``width`` scales every conv's channels (at least 1 each).
+
+    Global average pooling before the classifier makes the network accept any input size >= 32;
+    for 32x32 inputs the pool is over a 1x1 map, so it equals the classic CIFAR VGG.
+    """
+
+    def __init__(self, cfg: List[Union[int, str]], num_classes: int = 10, in_channels: int = 3, width: float = 1.0):
+        super().__init__()
+        layers: List[nn.Module] = []
+        c = in_channels
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                out = max(1, int(round(int(v) * width)))
+                layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+                c = out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def _make(name: str):
+    def factory(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> VGG:
+        return VGG(CFGS[name], num_classes=num_classes, in_channels=in_channels, width=width)
+
+    factory.__name__ = name
+    factory.__doc__ = f"CIFAR {name.upper()}-BN ({sum(1 for v in CFGS[name] if v != 'M')} convs), width multiplier"
+    return factory
+
+
+for _name in CFGS:
+    MODELS.register(_name)(_make(_name))
