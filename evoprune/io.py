@@ -146,20 +146,23 @@ def load_torch(path: PathLike, what: str = "checkpoint", map_location: Any = "cp
         raise EvopruneError(f"{what} '{path}' does not exist; check the path")
     if path.is_dir():
         raise EvopruneError(f"{what} '{path}' is a directory, expected a file")
+    is_zip = zipfile.is_zipfile(str(path))
     try:
         return torch.load(str(path), map_location=map_location, weights_only=True)
     except PermissionError:
         raise EvopruneError(f"{what} '{path}' is not readable (permission denied)") from None
     except Exception as exc:  # unpickling errors come in many types
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+        text = str(exc)
+        if "Unsupported global" in text:
+            glob = text.split("Unsupported global:", 1)[-1].split("was not")[0].strip()[:100]
             raise EvopruneError(
-                f"{what} '{path}' holds Python objects that are not allowed in a safe load (refused: {msg[:120]}); "
-                "only checkpoints written by evoprune or plain state dicts can be loaded"
+                f"{what} '{path}' was refused: it asks to run code on loading ({glob or 'unsafe pickle'}); "
+                "only evoprune checkpoints and plain state dicts load safely"
             ) from None
-        if isinstance(exc, (zipfile.BadZipFile, EOFError)) or "zip" in msg.lower() or "truncat" in msg.lower():
-            raise EvopruneError(f"{what} '{path}' is corrupt or truncated ({msg[:120]}); re-create or re-download it") from None
-        raise EvopruneError(f"{what} '{path}' cannot be read as a torch file ({msg[:160]})") from None
+        if not is_zip:
+            raise EvopruneError(f"{what} '{path}' is corrupt or truncated (not a torch archive); re-create it") from None
+        last = [l for l in text.strip().splitlines() if l.strip()]
+        raise EvopruneError(f"{what} '{path}' is corrupt or truncated ({(last[-1] if last else type(exc).__name__)[:120]})") from None
 
 
 # ----------------------------------------------------------------------------------------------------- run directory
@@ -171,7 +174,7 @@ def environment_info(device: Optional[str] = None, seed: Optional[int] = None) -
     info = {
         "evoprune": __version__,
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "numpy": np.__version__,
         "platform": platform.platform(),
         "machine": platform.machine(),

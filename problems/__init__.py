@@ -1,1 +1,11 @@
-"""DEAP-ready problem definitions (installed as ``evoprune.problems``)."""
+"""DEAP-ready problem definitions (installed as ``evoprune.problems``).
+
+Importing this package registers the benchmark problems in :data:`evoprune.registry.PROBLEMS`.
+"""
+from . import benchmarks  # noqa: F401  (registers onemax-k, planted-qp, random-qp, biobjective-subset)
+from .base import FitnessND, Individual, as_array, make_toolbox, wrap, wrap_population
+from .benchmarks import BenchmarkProblem, biobjective_subset, onemax_k, planted_qp, random_qp
+from .channel_selection import ChannelSelectionProblem
+
+__all__ = ["ChannelSelectionProblem", "BenchmarkProblem", "FitnessND", "Individual", "as_array", "make_toolbox",
+           "wrap", "wrap_population", "onemax_k", "planted_qp", "random_qp", "biobjective_subset"]

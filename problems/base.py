@@ -7,7 +7,7 @@ A problem is a plain object with:
 * ``sample(rng, size) -> ndarray[size, n_var]``,
 * ``repair(genomes, rng) -> ndarray`` (returns valid genomes; never mutates its input),
 * ``evaluate(population: ndarray[P, n_var]) -> ndarray[P, n_obj]``, batched,
-* ``toolbox(**operator_names) -> deap.base.Toolbox`` (see :func:`make_toolbox`),
+* ``toolbox(**operator_names) -> deap.base.Toolbox`` (see :func:`make_toolbox`, binary problems),
 * optionally ``optimum`` (best objective value, single-objective) or ``true_front`` (ndarray, multi-objective).
 
 Genomes are numpy arrays. DEAP individuals are numpy arrays wrapped in creator classes defined once here (so they
@@ -34,6 +34,14 @@ class FitnessND(base.Fitness):
     """Fitness whose weights are set per individual (problems differ in objective count and direction)."""
 
     weights = (-1.0,)
+
+    def __deepcopy__(self, memo: Any) -> "FitnessND":
+        # base.Fitness.__deepcopy__ keeps only wvalues, so the per-instance weights would fall back to the class
+        # default (-1,): a clone (toolbox.clone, HallOfFame) of a maximisation individual would then minimise.
+        copy_ = self.__class__()
+        copy_.weights = self.weights
+        copy_.wvalues = self.wvalues
+        return copy_
 
 
 # Individuals: numpy arrays with a ``fitness`` attribute. Weights are assigned on creation by ``wrap``.
@@ -79,3 +87,77 @@ def validate_kn(n: int, k: int) -> None:
 
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
+
+
+def make_toolbox(problem: Any, *, init: Any = None, crossover: Any = None, mutation: Any = None,
+                 selection: Any = None, rng: Optional[np.random.Generator] = None, seed: Optional[int] = None,
+                 init_kw: Optional[dict] = None, crossover_kw: Optional[dict] = None,
+                 mutation_kw: Optional[dict] = None, selection_kw: Optional[dict] = None) -> base.Toolbox:
+    """A DEAP ``Toolbox`` for a binary problem, wired from operator names (or callables).
+
+    Registers ``individual``, ``population``, ``mate``, ``mutate``, ``select``, ``evaluate``, ``map`` and ``repair``.
+    ``mate``/``mutate`` follow DEAP's in-place contract and repair their outputs when the operator does not keep the
+    problem's cardinality, so classic loops (``algorithms.eaSimple``) stay feasible. Operators draw from ``rng``
+    (default ``np.random.default_rng(seed)``); DEAP's own loops also use Python's ``random``, so seed both.
+    Names default to ``problem.default_operators``; multi-objective problems default to ``tools.selNSGA2``.
+    """
+    from deap import tools
+
+    from evoprune.operators import deap_select, get_operator
+
+    if getattr(problem, "encoding", "binary") != "binary":
+        raise EvopruneError(f"make_toolbox supports binary problems; problem '{problem.name}' is "
+                            f"{problem.encoding}: register your own operators on a deap.base.Toolbox")
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    defaults = dict(getattr(problem, "default_operators", {}) or {})
+    n, k = int(problem.n_var), getattr(problem, "k", None)
+    weights = tuple(problem.weights)
+    imp = getattr(problem, "importance", None)
+    init_op = get_operator("init", init or defaults.get("init", "random-k"))
+    mate_op = get_operator("crossover", crossover or defaults.get("crossover", "cardinality"))
+    mut_op = get_operator("mutation", mutation or defaults.get("mutation", "swap"))
+    ikw, ckw, mkw = dict(init_kw or {}), dict(crossover_kw or {}), dict(mutation_kw or {})
+
+    def sample(size: int) -> np.ndarray:
+        return problem.repair(init_op(int(size), n, k, rng=rng, importance=imp, **ikw), rng)
+
+    def individual() -> Any:
+        return wrap(sample(1)[0], weights)
+
+    def population(n_ind: int) -> list:
+        return wrap_population(sample(n_ind), weights)
+
+    def fix(ind: Any) -> None:
+        ind[:] = problem.repair(np.asarray(ind, dtype=bool), rng)
+
+    def mate(a: Any, b: Any) -> tuple:
+        a, b = mate_op(a, b, rng=rng, **ckw)
+        if not getattr(mate_op, "preserves_k", False):
+            fix(a)
+            fix(b)
+        return a, b
+
+    def mutate(ind: Any) -> tuple:
+        (ind,) = mut_op(ind, rng=rng, **mkw)
+        if not getattr(mut_op, "preserves_k", False):
+            fix(ind)
+        return (ind,)
+
+    def evaluate(ind: Any) -> tuple:
+        return tuple(float(v) for v in np.asarray(problem.evaluate(np.asarray(ind, dtype=bool)[None, :]))[0])
+
+    tb = base.Toolbox()
+    tb.register("individual", individual)
+    tb.register("population", population)
+    tb.register("mate", mate)
+    tb.register("mutate", mutate)
+    if len(weights) > 1 and selection is None:
+        tb.register("select", tools.selNSGA2)
+    else:
+        sel = get_operator("selection", selection or defaults.get("selection", "tournament"))
+        tb.register("select", deap_select(sel, rng, **dict(selection_kw or {})))
+    tb.register("evaluate", evaluate)
+    tb.register("map", map)
+    tb.register("repair", lambda genomes: problem.repair(genomes, rng))
+    tb.rng = rng
+    return tb

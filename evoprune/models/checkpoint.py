@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from evoprune.errors import EvopruneError
-from evoprune.io import load_torch, save_torch
+from evoprune.io import load_torch, save_torch, to_jsonable
 
 FORMAT = "evoprune-checkpoint"
 
@@ -33,7 +33,8 @@ def save_checkpoint(path: str, model: nn.Module, meta: Dict[str, Any], extra: Op
     meta.setdefault("model_kwargs", {})
     meta.setdefault("pruned", None)
     meta["evoprune_version"] = __version__
-    meta["torch_version"] = torch.__version__
+    meta["torch_version"] = str(torch.__version__)
+    meta = to_jsonable(meta)  # plain Python values only: loadable with weights_only=True
     obj = {"format": FORMAT, "version": 1, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
            "meta": meta}
     if extra:

@@ -7,6 +7,7 @@ compared on identical terms. Wall time is recorded too.
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -65,13 +66,15 @@ class BudgetedEvaluator:
     finish with a partially evaluated final generation.
     """
 
-    def __init__(self, problem: Any, budget: int, map_fn: Optional[Callable] = None) -> None:
+    def __init__(self, problem: Any, budget: int, map_fn: Optional[Callable] = None,
+                 chunks: Optional[int] = None) -> None:
         if not isinstance(budget, (int, np.integer)) or budget < 1:
             raise EvopruneError(f"budget must be a positive number of evaluations, got {budget!r}")
         self.problem = problem
         self.budget = int(budget)
         self.used = 0
-        self.map_fn = map_fn
+        self.map_fn = map_fn  # map_fn(fn, chunks) -> results in order, like builtins.map; None: one direct call
+        self.chunks = chunks  # number of chunks per map_fn call; default: min(population, CPU count)
         self._genomes: List[np.ndarray] = []
         self._fitness: List[np.ndarray] = []
 
@@ -85,7 +88,7 @@ class BudgetedEvaluator:
             raise BudgetExhausted()
         take = min(len(pop), self.remaining)
         part = pop[:take]
-        fit = np.asarray(self.problem.evaluate(part), dtype=float)
+        fit = np.asarray(self._score(part), dtype=float)
         if fit.ndim == 1:
             fit = fit[:, None]
         if fit.shape[0] != take:
@@ -96,6 +99,16 @@ class BudgetedEvaluator:
         if take < len(pop):
             raise BudgetExhausted()
         return fit
+
+    def _score(self, part: np.ndarray) -> np.ndarray:
+        """``problem.evaluate(part)``, or, with ``map_fn``, chunks of ``part`` scored via ``map_fn`` (order kept)."""
+        if self.map_fn is None or len(part) <= 1:
+            return self.problem.evaluate(part)
+        n_chunks = int(self.chunks or min(len(part), os.cpu_count() or 1))
+        pieces = [c for c in np.array_split(part, max(1, n_chunks)) if len(c)]
+        results = [np.asarray(f, dtype=float) for f in self.map_fn(self.problem.evaluate, pieces)]
+        results = [r[:, None] if r.ndim == 1 else r for r in results]
+        return np.concatenate(results)
 
     def history(self):
         if not self._genomes:

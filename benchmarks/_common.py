@@ -1,0 +1,55 @@
+"""Helpers shared by the benchmark scripts: where the shared data is, machine description, result files."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def shared_cifar10() -> str:
+    """Path of the CIFAR-10 JPEG archive (``$EVOPRUNE_SHARED_DATA`` or ``../shared/datasets``)."""
+    base = Path(os.environ.get("EVOPRUNE_SHARED_DATA", ROOT.parent / "shared" / "datasets"))
+    path = base / "cifar10-jpeg.tar.gz"
+    if not path.exists():
+        sys.exit(f"error: {path} not found; set EVOPRUNE_SHARED_DATA to the folder holding cifar10-jpeg.tar.gz")
+    return str(path)
+
+
+def machine() -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def evoprune_cmd(*args: str) -> list:
+    return [sys.executable, "-m", "evoprune", *args]
+
+
+def run(cmd: list, log: Path | None = None) -> str:
+    """Run a command, stream its output to ``log`` (if given), return stdout; exit on failure."""
+    print("+", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as fh:
+            fh.write(proc.stdout)
+    if proc.returncode != 0:
+        sys.exit(f"command failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    return proc.stdout
+
+
+def save(name: str, obj: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path

@@ -1,0 +1,42 @@
+"""``evoprune list KIND``: what the registries hold, plugins included."""
+from __future__ import annotations
+
+import click
+
+from evoprune.commands.common import emit_json, handle_errors
+from evoprune.registry import ALL
+
+
+def _import_all() -> None:
+    import importlib
+
+    for mod in ("evoprune.models", "evoprune.data", "evoprune.operators", "evoprune.problems", "evoprune.strategies",
+                "evoprune.fitness", "evoprune.pruning"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError:
+            pass
+
+
+@click.command("list")
+@click.argument("kind", type=click.Choice(sorted(ALL)))
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import a module (or file.py) first, so what it registers is listed too.")
+@handle_errors
+def list_cmd(kind: str, plugins) -> None:
+    """List registered models, datasets, operators, problems, strategies, evaluators or selectors."""
+    import importlib
+    import runpy
+
+    _import_all()
+    for p in plugins:
+        if p.endswith(".py"):
+            runpy.run_path(p)
+        else:
+            importlib.import_module(p)
+    reg = ALL[kind]
+    rows = reg.describe()
+    width = max((len(k) for k, _ in rows), default=0)
+    for name, doc in rows:
+        click.echo(f"{name:<{width}}  {doc}")
+    emit_json({kind: [k for k, _ in rows]})

@@ -1,0 +1,460 @@
+"""Datasets by name, decoded once into uint8 tensors, and fast deterministic in-memory batch loaders.
+
+Names:
+  ``mini-cifar10``     bundled with the package (2,000 train / 1,000 test CIFAR-10 images); no files needed
+  ``cifar10``          torchvision layout under ``--data-dir``: ``cifar-10-batches-py/``
+  ``cifar100``         ``cifar-100-python/``
+  ``svhn``             ``train_32x32.mat`` and ``test_32x32.mat`` (needs scipy)
+  ``imagefolder:PATH`` a folder, ``.tar`` or ``.tar.gz`` holding ``train/<class>/*`` and ``test/<class>/*`` (or ``val/``);
+                       any image size (resized to the most common size, or ``image_size``) and 1 or 3 channels
+
+Nothing is downloaded. Whole datasets live in memory as uint8 NCHW tensors (CIFAR-10: 184 MB); augmentation
+(random crop with 4-pixel padding + horizontal flip, the standard CIFAR recipe) and normalisation run per batch
+in torch, so an epoch never re-decodes images and needs no worker processes.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import os
+import tarfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .errors import EvopruneError
+from .registry import DATASETS
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+SVHN_MEAN = (0.4377, 0.4438, 0.4728)
+SVHN_STD = (0.1980, 0.2010, 0.1970)
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+ASSET = Path(__file__).with_name("assets") / "mini_cifar10.npz"
+
+
+@dataclass
+class ImageData:
+    """A whole dataset in memory: uint8 images ``[N, C, H, W]`` and int64 labels, plus its normalisation."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: List[str]
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    source: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[-1])
+
+    def meta(self) -> Dict[str, object]:
+        """What a checkpoint records about its data."""
+        return {"dataset": self.name, "classes": list(self.classes), "mean": list(self.mean), "std": list(self.std),
+                "in_channels": self.in_channels, "image_size": self.image_size}
+
+
+# ------------------------------------------------------------------------------------------------------- caching
+def cache_dir() -> Path:
+    d = Path(os.environ.get("EVOPRUNE_CACHE", Path.home() / ".cache" / "evoprune"))
+    return d
+
+
+def _cached(key: str, build) -> Dict[str, torch.Tensor]:
+    """Load decoded tensors from the cache, or build and store them (atomically; a cache failure is not fatal)."""
+    from .io import save_torch
+
+    path = cache_dir() / f"{key}.pt"
+    if path.exists():
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            if isinstance(obj, dict) and "x_train" in obj:
+                return obj
+        except Exception:
+            pass  # stale or torn cache file: rebuild it
+    obj = build()
+    try:
+        save_torch(path, obj)
+    except OSError as exc:
+        warnings.warn(f"could not write dataset cache '{path}': {exc}")
+    return obj
+
+
+def _file_key(path: Path, tag: str) -> str:
+    st = path.stat()
+    h = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{tag}".encode()).hexdigest()[:16]
+    return f"{path.name}-{h}"
+
+
+# ------------------------------------------------------------------------------------------------------- loaders
+@DATASETS.register("mini-cifar10")
+def load_mini_cifar10(data_dir: Optional[str] = None, image_size: Optional[int] = None) -> ImageData:
+    """Bundled CIFAR-10 subset: 2,000 train / 1,000 test images (balanced), for the demo and tests"""
+    if not ASSET.exists():
+        raise EvopruneError(f"bundled dataset '{ASSET}' is missing; reinstall evoprune")
+    with np.load(ASSET, allow_pickle=False) as z:
+        d = {k: torch.from_numpy(z[k]) for k in z.files}
+    return ImageData("mini-cifar10", d["x_train"], d["y_train"].long(), d["x_test"], d["y_test"].long(),
+                     list(CIFAR10_CLASSES), CIFAR10_MEAN, CIFAR10_STD, str(ASSET))
+
+
+def _require_dir(data_dir: Optional[str], name: str, sub: str) -> Path:
+    if not data_dir:
+        raise EvopruneError(f"dataset '{name}' needs --data-dir DIR holding '{sub}' (torchvision layout; nothing is downloaded)")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise EvopruneError(f"data directory '{root}' does not exist")
+    if not (root / sub).exists():
+        raise EvopruneError(
+            f"dataset '{name}' not found: expected '{root / sub}' (get it with torchvision.datasets on a machine "
+            "with internet, then copy it here)"
+        )
+    return root
+
+
+def _torchvision_cifar(name: str, cls_name: str, sub: str, mean, std, data_dir: Optional[str]) -> ImageData:
+    import torchvision
+
+    root = _require_dir(data_dir, name, sub)
+
+    def build():
+        cls = getattr(torchvision.datasets, cls_name)
+        try:
+            tr, te = cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
+        except RuntimeError as exc:
+            raise EvopruneError(f"dataset '{name}' under '{root}' is incomplete or corrupt ({exc})") from None
+        return {"x_train": torch.from_numpy(tr.data).permute(0, 3, 1, 2).contiguous(),
+                "y_train": torch.tensor(tr.targets, dtype=torch.long),
+                "x_test": torch.from_numpy(te.data).permute(0, 3, 1, 2).contiguous(),
+                "y_test": torch.tensor(te.targets, dtype=torch.long), "classes": list(tr.classes)}
+
+    d = _cached(_file_key(root / sub, name), build)
+    return ImageData(name, d["x_train"], d["y_train"], d["x_test"], d["y_test"], list(d["classes"]), mean, std, str(root))
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(data_dir: Optional[str] = None, image_size: Optional[int] = None) -> ImageData:
+    """CIFAR-10 from torchvision's cifar-10-batches-py under --data-dir"""
+    return _torchvision_cifar("cifar10", "CIFAR10", "cifar-10-batches-py", CIFAR10_MEAN, CIFAR10_STD, data_dir)
+
+
+@DATASETS.register("cifar100")
+def load_cifar100(data_dir: Optional[str] = None, image_size: Optional[int] = None) -> ImageData:
+    """CIFAR-100 from torchvision's cifar-100-python under --data-dir"""
+    return _torchvision_cifar("cifar100", "CIFAR100", "cifar-100-python", CIFAR100_MEAN, CIFAR100_STD, data_dir)
+
+
+@DATASETS.register("svhn")
+def load_svhn(data_dir: Optional[str] = None, image_size: Optional[int] = None) -> ImageData:
+    """SVHN from train_32x32.mat / test_32x32.mat under --data-dir (needs scipy)"""
+    import torchvision
+
+    root = _require_dir(data_dir, "svhn", "train_32x32.mat")
+    if not (root / "test_32x32.mat").exists():
+        raise EvopruneError(f"dataset 'svhn' not found: expected '{root / 'test_32x32.mat'}'")
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        raise EvopruneError("dataset 'svhn' needs scipy to read .mat files: pip install scipy") from None
+
+    def build():
+        tr = torchvision.datasets.SVHN(str(root), split="train", download=False)
+        te = torchvision.datasets.SVHN(str(root), split="test", download=False)
+        return {"x_train": torch.from_numpy(tr.data), "y_train": torch.from_numpy(tr.labels).long(),
+                "x_test": torch.from_numpy(te.data), "y_test": torch.from_numpy(te.labels).long(),
+                "classes": [str(i) for i in range(10)]}
+
+    d = _cached(_file_key(root / "train_32x32.mat", "svhn"), build)
+    return ImageData("svhn", d["x_train"], d["y_train"], d["x_test"], d["y_test"], d["classes"], SVHN_MEAN, SVHN_STD, str(root))
+
+
+# ---------------------------------------------------------------------------------------------------- imagefolder
+class _Source:
+    """Uniform access to image files in a folder or a tar archive: ``{split: [(class, name, reader)]}``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tar: Optional[tarfile.TarFile] = None
+        if path.is_dir():
+            self.members = [str(p.relative_to(path)).replace(os.sep, "/") for p in path.rglob("*") if p.is_file()]
+        else:
+            try:
+                self.tar = tarfile.open(str(path), "r:*")
+                self._by_name = {m.name.lstrip("./"): m for m in self.tar.getmembers() if m.isfile()}
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise EvopruneError(f"image folder archive '{path}' cannot be read ({exc}); give a folder or .tar(.gz)") from None
+            self.members = list(self._by_name)
+
+    def read(self, rel: str) -> bytes:
+        if self.tar is None:
+            return (self.path / rel).read_bytes()
+        fh = self.tar.extractfile(self._by_name[rel])
+        return fh.read() if fh else b""
+
+
+def _decode(data: bytes, where: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise EvopruneError(f"'{where}' is not a readable image ({type(exc).__name__}); remove it from the image folder") from None
+    return img
+
+
+@DATASETS.register("imagefolder:")
+def load_imagefolder(spec: str, data_dir: Optional[str] = None, image_size: Optional[int] = None) -> ImageData:
+    """imagefolder:PATH -- folder/.tar(.gz) with train/<class>/ and test/ (or val/) subfolders"""
+    raw = spec.split(":", 1)[1] if spec.startswith("imagefolder:") else spec
+    if not raw:
+        raise EvopruneError("imagefolder needs a path: --data imagefolder:PATH")
+    path = Path(raw)
+    if not path.is_absolute() and data_dir and not path.exists():
+        path = Path(data_dir) / path
+    if not path.exists():
+        raise EvopruneError(f"image folder '{path}' does not exist")
+
+    def build():
+        src = _Source(path)
+        files = [m for m in src.members if not any(part.startswith(".") for part in m.split("/"))]
+        # strip one leading wrapper folder (archives often hold 'cifar10/train/...')
+        tops = {m.split("/")[0] for m in files}
+        if "train" not in tops and len(tops) == 1:
+            lead = next(iter(tops)) + "/"
+            files = [m[len(lead):] for m in files]
+            prefix = lead
+        else:
+            prefix = ""
+        splits: Dict[str, List[Tuple[str, str]]] = collections.defaultdict(list)
+        for m in files:
+            parts = m.split("/")
+            if len(parts) != 3:
+                continue
+            split, cls, fname = parts
+            splits[split].append((cls, m))
+        test_split = "test" if "test" in splits else ("val" if "val" in splits else None)
+        if "train" not in splits or test_split is None:
+            raise EvopruneError(f"image folder '{path}' needs train/<class>/<image> and test/ (or val/) subfolders")
+        classes = sorted({c for c, _ in splits["train"]})
+        if len(classes) < 2:
+            raise EvopruneError(f"image folder '{path}': train/ needs at least 2 class folders, found {len(classes)}")
+        cindex = {c: i for i, c in enumerate(classes)}
+        for c, m in splits[test_split]:
+            if c not in cindex:
+                raise EvopruneError(f"image folder '{path}': class '{c}' in {test_split}/ is missing from train/")
+        for sp in ("train", test_split):
+            for _, m in splits[sp]:
+                ext = os.path.splitext(m)[1].lower()
+                if ext not in IMAGE_EXTS:
+                    raise EvopruneError(
+                        f"image folder '{path}': '{m}' is not an image file (extensions allowed: "
+                        f"{', '.join(sorted(IMAGE_EXTS))}); remove it"
+                    )
+        imgs = {sp: [(_decode(src.read(prefix + m), m), cindex[c]) for c, m in sorted(splits[sp], key=lambda t: t[1])]
+                for sp in ("train", test_split)}
+        everything = imgs["train"] + imgs[test_split]
+        gray = all(im.mode in ("L", "1", "I;16", "I") for im, _ in everything)
+        mode = "L" if gray else "RGB"
+        if image_size:
+            size = (int(image_size), int(image_size))
+        else:
+            size = collections.Counter(im.size for im, _ in everything).most_common(1)[0][0]
+
+        def stack(items):
+            arrs = []
+            for im, _ in items:
+                im = im.convert(mode)
+                if im.size != size:
+                    im = im.resize(size)
+                a = np.asarray(im, dtype=np.uint8)
+                arrs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+            return torch.from_numpy(np.stack(arrs)), torch.tensor([y for _, y in items], dtype=torch.long)
+
+        xtr, ytr = stack(imgs["train"])
+        xte, yte = stack(imgs[test_split])
+        return {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte, "classes": classes}
+
+    key = _file_key(path, f"imagefolder-{image_size}") if path.is_file() else None
+    d = _cached(key, build) if key else build()
+    x = d["x_train"].float() / 255.0
+    mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
+    std = tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3)))
+    return ImageData(f"imagefolder:{raw}", d["x_train"], d["y_train"], d["x_test"], d["y_test"], list(d["classes"]),
+                     mean, std, str(path))
+
+
+def load_dataset(name: str, data_dir: Optional[str] = None, image_size: Optional[int] = None) -> ImageData:
+    """Load a dataset by name (see module docstring). Errors are one line and say what to fix."""
+    loader = DATASETS.get(name)
+    if loader is load_imagefolder:
+        data = loader(name, data_dir=data_dir, image_size=image_size)
+    else:
+        data = loader(data_dir=data_dir, image_size=image_size)
+    if len(data.x_train) == 0 or len(data.x_test) == 0:
+        raise EvopruneError(f"dataset '{name}' is empty (train {len(data.x_train)}, test {len(data.x_test)} images)")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------------ batching
+def split_calibration(n_train: int, calib_size: int, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Carve a held-out calibration split from the training set (never from test): ``(train_idx, calib_idx)``.
+
+    Fixed by ``seed`` alone, so training, search and fine-tuning all hold out the same images.
+    """
+    if calib_size < 0 or calib_size >= n_train:
+        raise EvopruneError(f"calibration size must be in [0, {n_train - 1}], got {calib_size}")
+    g = torch.Generator().manual_seed(10_000 + seed)
+    perm = torch.randperm(n_train, generator=g)
+    return perm[calib_size:].sort().values, perm[:calib_size].sort().values
+
+
+def default_calib_size(n_train: int) -> int:
+    return int(min(1000, max(1, n_train // 10)))
+
+
+class BatchLoader:
+    """Iterate ``(x, y)`` float batches from uint8 tensors: seeded shuffling, CIFAR augmentation, normalisation.
+
+    Epoch ``e`` uses ``torch.Generator(seed * 1_000_003 + e)``, so a resumed run sees exactly the batches an
+    uninterrupted one would (``start_batch`` skips the batches already done in a partial epoch).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: Sequence[float], std: Sequence[float],
+                 shuffle: bool = False, augment: bool = False, seed: int = 0, drop_last: bool = False,
+                 device: torch.device | str = "cpu", channels_last: bool = False,
+                 shard: Tuple[int, int] = (0, 1)) -> None:
+        if batch_size < 1:
+            raise EvopruneError(f"batch size must be >= 1, got {batch_size}")
+        self.x, self.y = x, y
+        self.batch_size = int(batch_size)
+        self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        c = x.shape[1]
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1).to(self.device)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1).to(self.device)
+        self.epoch = 0
+        self.start_batch = 0
+        self.rank, self.world = shard
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.x)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        if self.world > 1:  # equal-size shards so every DDP rank runs the same number of steps
+            per = n // self.world
+            order = order[self.rank * per:(self.rank + 1) * per]
+        return order
+
+    def __len__(self) -> int:
+        n = len(self.x) // self.world
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order()
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_777)
+        nb = len(self)
+        for b in range(nb):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.augment:  # draw for every batch, also skipped ones, so the stream is resume-stable
+                shifts = torch.randint(0, 9, (len(idx), 2), generator=g)
+                flips = torch.rand(len(idx), generator=g) < 0.5
+            if b < self.start_batch:
+                continue
+            xb = self.x[idx]
+            if self.augment:
+                xb = _crop_flip(xb, shifts, flips)
+            xb = xb.to(self.device, non_blocking=True).float().div_(255.0)
+            xb = (xb - self.mean) / self.std
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, self.y[idx].to(self.device, non_blocking=True)
+        self.start_batch = 0
+
+
+def _crop_flip(xb: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Random 4-pixel-padded crop and horizontal flip, vectorised over the batch (uint8 in, uint8 out)."""
+    n, c, h, w = xb.shape
+    padded = torch.nn.functional.pad(xb, (pad, pad, pad, pad))
+    rows = (shifts[:, 0:1] + torch.arange(h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
+    out = padded.gather(2, rows)
+    cols = (shifts[:, 1:2] + torch.arange(w)).view(n, 1, 1, w).expand(n, c, h, w)
+    out = out.gather(3, cols)
+    out[flips] = out[flips].flip(-1)
+    return out
+
+
+@dataclass
+class Loaders:
+    """The three loaders every command uses: augmented training, held-out calibration, test."""
+
+    train: BatchLoader
+    calib: BatchLoader
+    test: BatchLoader
+    data: ImageData
+    calib_idx: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+
+    def calib_batches(self, n_batches: Optional[int] = None, batch_size: Optional[int] = None) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``n_batches`` calibration batches (no augmentation), materialised."""
+        loader = self.calib if batch_size is None else BatchLoader(
+            self.calib.x, self.calib.y, batch_size, self.data.mean, self.data.std, device=self.calib.device)
+        out = []
+        for i, b in enumerate(loader):
+            if n_batches is not None and i >= n_batches:
+                break
+            out.append(b)
+        return out
+
+    def train_batches(self, n_batches: int, batch_size: Optional[int] = None, seed: int = 0) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """``n_batches`` un-augmented shuffled training batches (for BN re-estimation and calibration statistics)."""
+        loader = BatchLoader(self.train.x, self.train.y, batch_size or self.train.batch_size, self.data.mean,
+                             self.data.std, shuffle=True, seed=seed + 99, device=self.train.device)
+        out = []
+        for i, b in enumerate(loader):
+            if i >= n_batches:
+                break
+            out.append(b)
+        return out
+
+
+def make_loaders(data: ImageData, batch_size: int = 128, seed: int = 0, calib_size: Optional[int] = None,
+                 device: torch.device | str = "cpu", channels_last: bool = False, eval_batch_size: int = 256,
+                 limit_train: Optional[int] = None, shard: Tuple[int, int] = (0, 1)) -> Loaders:
+    """Training / calibration / test loaders. The calibration split is held out of training."""
+    n = len(data.x_train)
+    calib_size = default_calib_size(n) if calib_size is None else calib_size
+    tr_idx, ca_idx = split_calibration(n, calib_size, seed=0)  # fixed split: the same across seeds and commands
+    if limit_train:
+        tr_idx = tr_idx[:limit_train]
+    kw = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
+    train = BatchLoader(data.x_train[tr_idx], data.y_train[tr_idx], batch_size, shuffle=True, augment=True, seed=seed,
+                        drop_last=len(tr_idx) >= batch_size, shard=shard, **kw)
+    calib = BatchLoader(data.x_train[ca_idx], data.y_train[ca_idx], eval_batch_size, **kw)
+    test = BatchLoader(data.x_test, data.y_test, eval_batch_size, **kw)
+    return Loaders(train, calib, test, data, ca_idx)

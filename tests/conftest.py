@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_datasets() -> Path:
+    return Path(os.environ.get("EVOPRUNE_SHARED_DATA", ROOT.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # decoded-dataset cache per test session, never the user's home
+    monkeypatch.setenv("EVOPRUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A VGG-11 width 0.125 trained for 1 epoch on the bundled mini set (seconds)."""
+    from click.testing import CliRunner
+
+    from evoprune.cli import main
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    r = CliRunner().invoke(main, ["--quiet", "train", "--model", "vgg11", "--width", "0.125", "--epochs", "1",
+                                  "--data", "mini-cifar10", "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    return out / "model.pt"
