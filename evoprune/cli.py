@@ -15,7 +15,7 @@ _COMMANDS = [
     ("evoprune.commands.train", "train"),
     ("evoprune.commands.evaluate", "evaluate"),
     ("evoprune.commands.demo", "demo"),
-    ("evoprune.commands.sensitivity", "sensitivity"),
+    ("evoprune.commands.prune", "sensitivity"),
     ("evoprune.commands.prune", "prune"),
     ("evoprune.commands.finetune", "finetune"),
     ("evoprune.commands.search", "search"),

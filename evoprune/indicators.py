@@ -208,24 +208,39 @@ def best_so_far(history_fitness: Any, weights: Optional[Sequence[float]] = None,
 
 
 def hypervolume_curve(history_fitness: Any, ref: Sequence[float], weights: Optional[Sequence[float]] = None,
-                      n_points: int = 50) -> Tuple[np.ndarray, np.ndarray]:
-    """Hypervolume of everything evaluated so far, at ``n_points`` evenly spaced evaluation counts.
-
-    Returns ``(evaluations, hv)``; the last point is always the full history.
-    """
+                      n_points: int = 50, at: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Hypervolume of everything evaluated so far, after ``at`` evaluations (default: ``n_points`` evenly spaced
+    counts ending with the full history). Returns ``(evaluations, hv)``; counts beyond the history use all of it."""
     F = _as_2d(history_fitness, "history_fitness")
-    if len(F) == 0:
-        return np.zeros(0, dtype=int), np.zeros(0)
-    at = np.unique(np.linspace(1, len(F), num=min(n_points, len(F))).round().astype(int))
+    if at is None:
+        if len(F) == 0:
+            return np.zeros(0, dtype=int), np.zeros(0)
+        at = np.unique(np.linspace(1, len(F), num=min(n_points, len(F))).round().astype(int))
+    at = np.asarray(at, dtype=int)
     hv = []
-    front = np.zeros((0, F.shape[1]))
+    front = np.zeros((0, F.shape[1] if F.ndim == 2 and F.shape[1] else len(ref)))
     start = 0
     for e in at:  # incremental: keep only the current front, add the new points
-        front = np.concatenate([front, F[start:e]])
-        front = front[non_dominated_mask(front, weights)]
-        start = e
-        hv.append(hypervolume(front, ref, weights))
-    return at, np.asarray(hv)
+        e = min(int(e), len(F))
+        if e > start:
+            front = np.concatenate([front, F[start:e]])
+            front = front[non_dominated_mask(front, weights)]
+            start = e
+        hv.append(hypervolume(front, ref, weights) if len(front) else 0.0)
+    return at, np.asarray(hv, dtype=float)
+
+
+def best_at(history_fitness: Any, at: Sequence[int], weights: Optional[Sequence[float]] = None,
+            objective: int = 0) -> np.ndarray:
+    """Best raw value of one objective after ``at`` evaluations (counts beyond the history use all of it;
+    counts < 1 give NaN)."""
+    curve = best_so_far(history_fitness, weights, objective)
+    at = np.asarray(at, dtype=int)
+    out = np.full(len(at), np.nan)
+    ok = at >= 1
+    if len(curve):
+        out[ok] = curve[np.minimum(at[ok], len(curve)) - 1]
+    return out
 
 
 def optimum_gap(value: float, optimum: float, weight: float = -1.0) -> float:

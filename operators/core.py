@@ -245,20 +245,22 @@ def as_2d_bool(genomes: Any) -> tuple:
     return a, False
 
 
-def random_ranks(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per row, a uniformly random order of the True positions: ranks ``0..count-1`` there, ``>= count`` elsewhere.
-
-    ``mask & (ranks < c[:, None])`` then picks ``c`` random True positions per row, with one vectorised argsort.
-    """
-    keys = rng.random(mask.shape)
-    keys[~mask] = 2.0
-    return ranks_of(keys)
-
-
-def ranks_of(keys: np.ndarray) -> np.ndarray:
-    """Row-wise rank (0 = smallest key) of every entry of a 2-D array."""
+def pick_lowest(keys: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Boolean mask selecting, in each row, the ``count[i]`` entries with the lowest keys (ties: lower index first)."""
     m, n = keys.shape
-    order = np.argsort(keys, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n), (m, n)), axis=1)
-    return ranks
+    order = np.argsort(keys, axis=1, kind="stable")  # radix sort for uint16 keys
+    sel = np.zeros(m * n, dtype=bool)
+    sel[(order + (np.arange(m) * n)[:, None]).ravel()] = (np.arange(n)[None, :] < np.reshape(count, (m, 1))).ravel()
+    return sel.reshape(m, n)
+
+
+def random_pick(mask: np.ndarray, count: Any, rng: np.random.Generator) -> np.ndarray:
+    """Per row, ``count[i]`` positions drawn uniformly without replacement among the True ones of ``mask``
+    (``count[i]`` must not exceed the row's number of True entries).
+
+    One radix argsort of 16-bit random keys per call: ~10x faster than sorting float keys. Equal keys (each pair
+    with probability 1/65535) are ordered by position, a bias far below anything a GA can notice.
+    """
+    keys = rng.integers(0, 65535, size=mask.shape, dtype=np.uint16)
+    keys[~mask] = 65535  # above every valid key, so invalid positions are never picked
+    return pick_lowest(keys, np.broadcast_to(np.asarray(count), (mask.shape[0],)))

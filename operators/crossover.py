@@ -13,7 +13,7 @@ from typing import Any, Tuple
 
 import numpy as np
 
-from .core import random_ranks, register_operator
+from .core import random_pick, register_operator
 
 Pair = Tuple[np.ndarray, np.ndarray]
 
@@ -98,7 +98,7 @@ def cardinality_batch(a: np.ndarray, b: np.ndarray, *, rng: np.random.Generator,
     common = a & b
     diff = a ^ b
     need = a.sum(1) - common.sum(1)
-    pick = diff & (random_ranks(diff, rng) < need[:, None])
+    pick = random_pick(diff, need, rng)
     return common | pick, common | (diff & ~pick)
 
 

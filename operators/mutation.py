@@ -12,7 +12,7 @@ import numpy as np
 
 from evoprune.errors import EvopruneError
 
-from .core import random_ranks, register_operator
+from .core import random_pick, register_operator
 
 
 def _pop(pop: Any) -> np.ndarray:
@@ -54,19 +54,22 @@ def swap_batch(pop: np.ndarray, *, rng: np.random.Generator, n_swaps: int = 1, *
     s = int(n_swaps)
     if s < 1:
         raise EvopruneError(f"mutation 'swap' needs n_swaps >= 1, got {n_swaps}")
+    n = pop.shape[1]
     ones = pop.sum(1)
-    s_eff = np.minimum(s, np.minimum(ones, pop.shape[1] - ones))[:, None]
-    if s == 1:  # the common case: argmax of random keys instead of a full sort
-        rows = np.arange(len(pop))
-        k1 = np.where(pop, rng.random(pop.shape), -1.0)
-        k0 = np.where(pop, -1.0, rng.random(pop.shape))
+    s_eff = np.minimum(s, np.minimum(ones, n - ones))
+    if s == 1:  # the default: the r-th one / zero by a cumulative count, no sort needed
+        u = rng.random((2, len(pop)))
+        c1 = np.cumsum(pop, axis=1, dtype=np.int32)
+        c0 = np.arange(1, n + 1, dtype=np.int32)[None, :] - c1
+        i1 = np.argmax(c1 > (u[0] * ones).astype(np.int32)[:, None], axis=1)
+        i0 = np.argmax(c0 > (u[1] * (n - ones)).astype(np.int32)[:, None], axis=1)
+        act = np.flatnonzero(s_eff > 0)
         out = pop.copy()
-        act = s_eff[:, 0] > 0
-        out[rows[act], k1.argmax(1)[act]] = False
-        out[rows[act], k0.argmax(1)[act]] = True
+        out[act, i1[act]] = False
+        out[act, i0[act]] = True
         return out
-    off = pop & (random_ranks(pop, rng) < s_eff)
-    on = ~pop & (random_ranks(~pop, rng) < s_eff)
+    off = random_pick(pop, s_eff, rng)
+    on = random_pick(~pop, s_eff, rng)
     return (pop & ~off) | on
 
 

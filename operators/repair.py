@@ -11,7 +11,7 @@ import numpy as np
 
 from evoprune.errors import EvopruneError
 
-from .core import as_2d_bool, random_ranks, ranks_of, register_operator
+from .core import as_2d_bool, pick_lowest, random_pick, register_operator
 
 
 def _need_k(name: str, k: Optional[int], n: int) -> int:
@@ -22,22 +22,18 @@ def _need_k(name: str, k: Optional[int], n: int) -> int:
     return int(k)
 
 
-def _fix_counts(pop: np.ndarray, k: int, drop_keys: Any, add_keys: Any) -> np.ndarray:
-    """Rows with too many ones drop those with the lowest ``drop_keys`` ranks; rows with too few add the lowest
-    ``add_keys`` ranks. Both are callables ``mask -> ranks`` so only the rows that need it pay for a sort."""
+def _fix_counts(pop: np.ndarray, k: int, drop: Any, add: Any) -> np.ndarray:
+    """Rows with too many ones drop ``drop(kept_mask, excess)`` of them, rows with too few add ``add(pruned_mask,
+    deficit)``; only the rows that need it pay for a sort."""
     count = pop.sum(1)
     over = np.flatnonzero(count > k)
     if len(over):
         sub = pop[over]
-        excess = (count[over] - k)[:, None]
-        sub &= ~(sub & (drop_keys(sub, over) < excess))
-        pop[over] = sub
+        pop[over] = sub & ~drop(sub, count[over] - k)
     under = np.flatnonzero(count < k)
     if len(under):
         sub = pop[under]
-        deficit = (k - count[under])[:, None]
-        sub |= ~sub & (add_keys(~sub, under) < deficit)
-        pop[under] = sub
+        pop[under] = sub | add(~sub, k - count[under])
     return pop
 
 
@@ -47,8 +43,8 @@ def exact_k_random(genomes: Any, *, rng: np.random.Generator, k: Optional[int] =
     """Exactly ``k`` ones per genome: surplus kept channels pruned at random, missing ones added at random."""
     pop, one = as_2d_bool(genomes)
     k = _need_k("exact-k-random", k, pop.shape[1])
-    rank = lambda mask, rows: random_ranks(mask, rng)  # noqa: E731
-    out = _fix_counts(pop, k, rank, rank)
+    pick = lambda mask, count: random_pick(mask, count, rng)  # noqa: E731
+    out = _fix_counts(pop, k, pick, pick)
     return out[0] if one else out
 
 
@@ -69,11 +65,11 @@ def exact_k_importance(genomes: Any, *, rng: Optional[np.random.Generator] = Non
     if imp.shape != (n,):
         raise EvopruneError(f"importance must have one score per channel ({n}), got shape {imp.shape}")
 
-    def low_first(mask: np.ndarray, rows: Any) -> np.ndarray:
-        return ranks_of(np.where(mask, imp[None, :], np.inf))
+    def low_first(mask: np.ndarray, count: np.ndarray) -> np.ndarray:
+        return pick_lowest(np.where(mask, imp[None, :], np.inf), count)
 
-    def high_first(mask: np.ndarray, rows: Any) -> np.ndarray:
-        return ranks_of(np.where(mask, -imp[None, :], np.inf))
+    def high_first(mask: np.ndarray, count: np.ndarray) -> np.ndarray:
+        return pick_lowest(np.where(mask, -imp[None, :], np.inf), count)
 
     out = _fix_counts(pop, k, low_first, high_first)
     return out[0] if one else out
@@ -92,6 +88,5 @@ def min_keep(genomes: Any, *, rng: np.random.Generator, min_keep: int = 1, **_: 
     under = np.flatnonzero(count < m)
     if len(under):
         sub = pop[under]
-        sub |= ~sub & (random_ranks(~sub, rng) < (m - count[under])[:, None])
-        pop[under] = sub
+        pop[under] = sub | random_pick(~sub, m - count[under], rng)
     return pop[0] if one else pop

@@ -9,6 +9,7 @@ signature, registered with ``@STRATEGIES.register("name")`` or given as ``module
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from evoprune.errors import EvopruneError
@@ -37,9 +38,18 @@ def get_strategy(name: Any) -> Callable[..., Result]:
 
 
 def strategy_accepts(fn: Callable, key: str) -> bool:
-    """Whether a strategy takes parameter ``key``: built-ins declare ``param_names``; others are assumed to."""
+    """Whether a strategy takes parameter ``key``: its ``param_names`` attribute when declared, else its signature
+    (a ``**params`` catch-all accepts everything)."""
     names = getattr(fn, "param_names", None)
-    return True if names is None else key in names
+    if names is not None:
+        return key in names
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return True
+    return key in sig.parameters and key not in ("problem", "budget", "seed", "callback")
 
 
 def check_compatible(name: str, fn: Callable, problem: Any) -> None:

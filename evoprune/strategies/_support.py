@@ -2,8 +2,10 @@
 
 Not a public API; strategy authors can copy what they need. Conventions used by every strategy here:
 
-* ``callback(record)`` is called after every generation with a copy of the generation's logbook record
-  (``gen``, ``nevals``, ``evals`` and per-objective min/avg/max); a truthy return value stops the run early.
+* ``callback(gen, genomes, fitness)`` is called after every generation (gen 0: the initial population) with copies
+  of a 2-D genome array and its ``[P, n_obj]`` raw objective values -- the survivors for NSGA-II, the genomes
+  evaluated in that generation for CMA-ES and random search -- as the GA does; a truthy return value stops the run.
+  Per-generation statistics are in the logbook (``gen``, ``nevals``, ``evals``, per-objective min/avg/max).
 * ``checkpoint=path`` (with ``checkpoint_every=N`` generations, default 10): the state is saved with
   :mod:`evoprune.strategies.checkpoint` after generation 0, every N generations, and at the end. When a checkpoint
   already exists at ``path`` the run *resumes* from it, and the result equals the uninterrupted run bit for bit
@@ -214,9 +216,11 @@ def restore_common(state: Mapping[str, Any], problem: Any, evaluator: BudgetedEv
         bool(state.get("done", False))
 
 
-def call_back(callback: Optional[Callable], rec: Dict[str, Any]) -> bool:
-    """Invoke the user callback; True means stop."""
-    return bool(callback(rec)) if callback is not None else False
+def call_back(callback: Optional[Callable], gen: int, genomes: np.ndarray, fitness: np.ndarray) -> bool:
+    """Invoke ``callback(gen, genomes, fitness)`` with copies (the GA's convention); a truthy return means stop."""
+    if callback is None:
+        return False
+    return bool(callback(int(gen), np.array(genomes, copy=True), np.array(fitness, dtype=float, copy=True)))
 
 
 # --------------------------------------------------------------------------------------------------------- results

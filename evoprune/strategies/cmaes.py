@@ -23,7 +23,7 @@ sampling calls, so runs are reproducible, checkpointable, and leave the caller's
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from deap import cma
@@ -71,11 +71,14 @@ class _Relaxation:
 
 
 def _evaluate_individuals(pop: List[Any], relax: _Relaxation, evaluator: BudgetedEvaluator,
-                          rng: np.random.Generator) -> np.ndarray:
+                          rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """Decode and score CMA-ES points; returns ``(genomes, fitness)`` of the rows the budget allowed."""
     X = relax.prepare(np.stack([np.asarray(ind) for ind in pop]))
     for ind, x in zip(pop, X):
         ind[:] = x
-    return S.split_evaluate(evaluator, relax.decode(X, rng))
+    G = relax.decode(X, rng)
+    F = S.split_evaluate(evaluator, G)
+    return G[: len(F)], F
 
 
 def _ind_init(weights: tuple) -> Callable[[Any], Any]:
@@ -86,9 +89,8 @@ def _ind_init(weights: tuple) -> Callable[[Any], Any]:
 CMAES_DEFAULTS = {"pop_size": None, "mu": None, "sigma": None, "centroid": 0.5, "recombination": "superlinear"}
 
 
-@STRATEGIES.register("cmaes")
-def cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
-    """CMA-ES (deap.cma.Strategy) on a continuous relaxation; binary masks by top-k or threshold 0.5 + repair."""
+def _cmaes_config(problem: Any, budget: int, params: Dict[str, Any]) -> tuple:
+    """Validate and resolve the parameters of ``cmaes`` (also used to check CLI input before a run starts)."""
     name = "cmaes"
     p = S.resolve_params(name, params, CMAES_DEFAULTS)
     S.require_objectives(name, problem, multi=False)
@@ -100,13 +102,24 @@ def cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = N
     if mu > lam:
         raise EvopruneError(f"strategy '{name}': mu ({mu}) must not exceed pop_size ({lam})")
     sigma = S.positive_float(name, "sigma", p["sigma"] if p["sigma"] is not None else relax.default_sigma(name))
-    centroid = float(p["centroid"])
+    centroid = p["centroid"]
+    if isinstance(centroid, bool) or not isinstance(centroid, (int, float)) or not math.isfinite(centroid):
+        raise EvopruneError(f"strategy '{name}': centroid must be a number (initial score of every variable), "
+                            f"got {centroid!r}")
+    centroid = float(centroid)
     if p["recombination"] not in ("superlinear", "linear", "equal"):
         raise EvopruneError(f"strategy '{name}': recombination must be superlinear, linear or equal, "
                             f"got {p['recombination']!r}")
     S.require_budget(name, budget, lam, f"one generation (pop_size={lam})")
     p.update(pop_size=lam, mu=mu, sigma=sigma)
+    return p, relax, n, lam, mu, sigma, centroid
 
+
+@STRATEGIES.register("cmaes")
+def cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
+    """CMA-ES (deap.cma.Strategy) on a continuous relaxation; binary masks by top-k or threshold 0.5 + repair."""
+    name = "cmaes"
+    p, relax, n, lam, mu, sigma, centroid = _cmaes_config(problem, budget, params)
     rng = seeded_rngs(seed)
     legacy = np.random.RandomState(seed)
     weights = tuple(problem.weights)
@@ -140,17 +153,17 @@ def cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = N
     while not done and evaluator.remaining > 0:
         with S.numpy_global_rng(legacy):
             pop = strategy.generate(ind_init)
-        F = _evaluate_individuals(pop, relax, evaluator, rng)
+        G, F = _evaluate_individuals(pop, relax, evaluator, rng)
         complete = len(F) == len(pop)
         if complete:  # a generation cut short by the budget is recorded but not learnt from
             for ind, f in zip(pop, F):
                 ind.fitness.values = tuple(f)
             strategy.update(pop)
-        rec = S.record(logbook, problem, gen, len(F), evaluator.used, F)
+        S.record(logbook, problem, gen, len(F), evaluator.used, F)
         done = evaluator.remaining == 0 or not complete
         if ckpt.due(gen) or done:
             ckpt.save(snapshot(done))
-        if S.call_back(callback, rec):
+        if S.call_back(callback, gen, G, F):
             break
         gen += 1
     return S.finish(name, problem, seed, evaluator, logbook, elapsed + clock(), p)
@@ -160,10 +173,8 @@ def cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = N
 ONEPLUS_DEFAULTS = {"pop_size": None, "sigma": None}
 
 
-@STRATEGIES.register("cmaes-1+l")
-def cmaes_one_plus_lambda(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None,
-                          **params: Any) -> Result:
-    """(1+lambda)-CMA-ES (deap.cma.StrategyOnePlusLambda), elitist, started from a problem.sample genome."""
+def _oneplus_config(problem: Any, budget: int, params: Dict[str, Any]) -> tuple:
+    """Validate and resolve the parameters of ``cmaes-1+l``."""
     name = "cmaes-1+l"
     p = S.resolve_params(name, params, ONEPLUS_DEFAULTS)
     S.require_objectives(name, problem, multi=False)
@@ -173,7 +184,15 @@ def cmaes_one_plus_lambda(problem: Any, budget: int, seed: int, callback: Option
     sigma = S.positive_float(name, "sigma", p["sigma"] if p["sigma"] is not None else relax.default_sigma(name))
     S.require_budget(name, budget, 1 + lam, f"the parent plus one generation (1 + pop_size={lam})")
     p.update(pop_size=lam, sigma=sigma)
+    return p, relax, n, lam, sigma
 
+
+@STRATEGIES.register("cmaes-1+l")
+def cmaes_one_plus_lambda(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None,
+                          **params: Any) -> Result:
+    """(1+lambda)-CMA-ES (deap.cma.StrategyOnePlusLambda), elitist, started from a problem.sample genome."""
+    name = "cmaes-1+l"
+    p, relax, n, lam, sigma = _oneplus_config(problem, budget, params)
     rng = seeded_rngs(seed)
     legacy = np.random.RandomState(seed)
     weights = tuple(problem.weights)
@@ -197,31 +216,31 @@ def cmaes_one_plus_lambda(problem: Any, budget: int, seed: int, callback: Option
         gen, elapsed, done = 0, 0.0, False
         x0 = relax.encode(problem.sample(rng, 1))[:1]
         parent = ind_init(x0[0])
-        F0 = _evaluate_individuals([parent], relax, evaluator, rng)
+        G0, F0 = _evaluate_individuals([parent], relax, evaluator, rng)
         parent.fitness.values = tuple(F0[0])
         strategy = cma.StrategyOnePlusLambda(parent, sigma, lambda_=lam)
-        rec = S.record(logbook, problem, gen, 1, evaluator.used, F0)
+        S.record(logbook, problem, gen, 1, evaluator.used, F0)
         done = evaluator.remaining == 0
         if ckpt.due(gen) or done:
             ckpt.save(_oneplus_snapshot(gen, strategy, evaluator, logbook, rng, legacy, elapsed + clock(), done))
-        if S.call_back(callback, rec):
+        if S.call_back(callback, gen, G0, F0):
             return S.finish(name, problem, seed, evaluator, logbook, elapsed + clock(), p)
         gen += 1
 
     while not done and evaluator.remaining > 0:
         with S.numpy_global_rng(legacy):
             pop = strategy.generate(ind_init)
-        F = _evaluate_individuals(pop, relax, evaluator, rng)
+        G, F = _evaluate_individuals(pop, relax, evaluator, rng)
         complete = len(F) == len(pop)
         if complete:
             for ind, f in zip(pop, F):
                 ind.fitness.values = tuple(f)
             strategy.update(pop)
-        rec = S.record(logbook, problem, gen, len(F), evaluator.used, F)
+        S.record(logbook, problem, gen, len(F), evaluator.used, F)
         done = evaluator.remaining == 0 or not complete
         if ckpt.due(gen) or done:
             ckpt.save(_oneplus_snapshot(gen, strategy, evaluator, logbook, rng, legacy, elapsed + clock(), done))
-        if S.call_back(callback, rec):
+        if S.call_back(callback, gen, G, F):
             break
         gen += 1
     return S.finish(name, problem, seed, evaluator, logbook, elapsed + clock(), p)
@@ -244,9 +263,8 @@ def _oneplus_snapshot(gen: int, strategy: Any, evaluator: BudgetedEvaluator, log
 MO_DEFAULTS = {"pop_size": 20, "offspring": None, "sigma": None}
 
 
-@STRATEGIES.register("mo-cmaes")
-def mo_cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
-    """MO-CMA-ES (deap.cma.StrategyMultiObjective): mu (1+1)-CMA-ES with hypervolume-based survival."""
+def _mo_config(problem: Any, budget: int, params: Dict[str, Any]) -> tuple:
+    """Validate and resolve the parameters of ``mo-cmaes``."""
     name = "mo-cmaes"
     p = S.resolve_params(name, params, MO_DEFAULTS)
     S.require_objectives(name, problem, multi=True)
@@ -257,7 +275,14 @@ def mo_cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] 
     S.require_budget(name, budget, mu + lam, f"the initial population plus one generation "
                                              f"(pop_size={mu} + offspring={lam})")
     p.update(pop_size=mu, offspring=lam, sigma=sigma)
+    return p, relax, mu, lam, sigma
 
+
+@STRATEGIES.register("mo-cmaes")
+def mo_cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
+    """MO-CMA-ES (deap.cma.StrategyMultiObjective): mu (1+1)-CMA-ES with hypervolume-based survival."""
+    name = "mo-cmaes"
+    p, relax, mu, lam, sigma = _mo_config(problem, budget, params)
     rng = seeded_rngs(seed)
     legacy = np.random.RandomState(seed)
     weights = tuple(problem.weights)
@@ -285,31 +310,31 @@ def mo_cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] 
     else:
         gen, elapsed, done = 0, 0.0, False
         parents = [ind_init(x) for x in relax.encode(problem.sample(rng, mu))]
-        F0 = _evaluate_individuals(parents, relax, evaluator, rng)  # budget >= mu was checked
+        G0, F0 = _evaluate_individuals(parents, relax, evaluator, rng)  # budget >= mu was checked
         for ind, f in zip(parents, F0):
             ind.fitness.values = tuple(f)
         strategy = cma.StrategyMultiObjective(parents, sigma, mu=mu, lambda_=lam)
-        rec = S.record(logbook, problem, gen, len(F0), evaluator.used, F0)
+        S.record(logbook, problem, gen, len(F0), evaluator.used, F0)
         if ckpt.due(gen):
             ckpt.save(_mo_snapshot(gen, strategy, evaluator, logbook, rng, legacy, elapsed + clock(), done))
-        if S.call_back(callback, rec):
+        if S.call_back(callback, gen, G0, F0):
             return S.finish(name, problem, seed, evaluator, logbook, elapsed + clock(), p)
         gen += 1
 
     while not done and evaluator.remaining > 0:
         with S.numpy_global_rng(legacy):
             pop = strategy.generate(ind_init)
-        F = _evaluate_individuals(pop, relax, evaluator, rng)
+        G, F = _evaluate_individuals(pop, relax, evaluator, rng)
         complete = len(F) == len(pop)
         if complete:
             for ind, f in zip(pop, F):
                 ind.fitness.values = tuple(f)
             strategy.update(pop)
-        rec = S.record(logbook, problem, gen, len(F), evaluator.used, F)
+        S.record(logbook, problem, gen, len(F), evaluator.used, F)
         done = evaluator.remaining == 0 or not complete
         if ckpt.due(gen) or done:
             ckpt.save(_mo_snapshot(gen, strategy, evaluator, logbook, rng, legacy, elapsed + clock(), done))
-        if S.call_back(callback, rec):
+        if S.call_back(callback, gen, G, F):
             break
         gen += 1
     return S.finish(name, problem, seed, evaluator, logbook, elapsed + clock(), p)
@@ -329,7 +354,17 @@ def _mo_snapshot(gen: int, strategy: Any, evaluator: BudgetedEvaluator, logbook:
     return st
 
 
-for _fn, _defaults, _obj in ((cmaes, CMAES_DEFAULTS, "single"), (cmaes_one_plus_lambda, ONEPLUS_DEFAULTS, "single"),
-                             (mo_cmaes, MO_DEFAULTS, "multi")):
+def _validator(config: Callable) -> Callable:
+    def validate(problem: Any, budget: int, **params: Any) -> None:
+        """Check parameters, problem and budget without running (the CLI calls this before touching --out)."""
+        config(problem, budget, params)
+
+    return validate
+
+
+for _fn, _defaults, _obj, _cfg in ((cmaes, CMAES_DEFAULTS, "single", _cmaes_config),
+                                   (cmaes_one_plus_lambda, ONEPLUS_DEFAULTS, "single", _oneplus_config),
+                                   (mo_cmaes, MO_DEFAULTS, "multi", _mo_config)):
     _fn.objectives = _obj  # type: ignore[attr-defined]
     _fn.param_names = tuple(_defaults) + tuple(S.COMMON_PARAMS)  # type: ignore[attr-defined]
+    _fn.validate = _validator(_cfg)  # type: ignore[attr-defined]

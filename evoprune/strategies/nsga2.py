@@ -153,9 +153,8 @@ def _initial(problem: Any, p: Dict[str, Any], size: int, rng: np.random.Generato
 
 
 # --------------------------------------------------------------------------------------------------------- strategy
-@STRATEGIES.register(NAME)
-def nsga2(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
-    """NSGA-II (tools.selNSGA2 + selTournamentDCD) for problems with 2+ objectives (e.g. error vs MACs)."""
+def _config(problem: Any, budget: int, params: Dict[str, Any]) -> Tuple[Dict[str, Any], int, _Variation]:
+    """Validate and resolve the parameters (also used to check CLI input before a run starts)."""
     p = S.resolve_params(NAME, params, DEFAULTS)
     S.require_objectives(NAME, problem, multi=True)
     mu = S.positive_int(NAME, "pop_size", p["pop_size"], minimum=4)
@@ -165,6 +164,18 @@ def nsga2(problem: Any, budget: int, seed: int, callback: Optional[Callable] = N
     S.require_budget(NAME, budget, mu, f"the initial population (pop_size={mu})")
     variation = _Variation(problem, p)
     p["pop_size"] = mu
+    return p, mu, variation
+
+
+def _validate(problem: Any, budget: int, **params: Any) -> None:
+    """Check parameters, problem and budget without running."""
+    _config(problem, budget, params)
+
+
+@STRATEGIES.register(NAME)
+def nsga2(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
+    """NSGA-II (tools.selNSGA2 + selTournamentDCD) for problems with 2+ objectives (e.g. error vs MACs)."""
+    p, mu, variation = _config(problem, budget, params)
 
     rng = seeded_rngs(seed)
     weights = tuple(float(w) for w in problem.weights)
@@ -194,11 +205,11 @@ def nsga2(problem: Any, budget: int, seed: int, callback: Optional[Callable] = N
         F = evaluator.evaluate(G)  # budget >= mu was checked
         pop = tools.selNSGA2(_handles(F, weights), mu)  # sorts and assigns crowding distances
         G, F = _reorder(pop, G, F)
-        rec = S.record(logbook, problem, gen, mu, evaluator.used, F)
+        S.record(logbook, problem, gen, mu, evaluator.used, F)
         done = evaluator.remaining == 0
         if ckpt.due(gen) or done:
             ckpt.save(snapshot(gen, G, F, pop, elapsed + clock(), done))
-        if S.call_back(callback, rec):
+        if S.call_back(callback, gen, G, F):
             return S.finish(NAME, problem, seed, evaluator, logbook, elapsed + clock(), p)
         gen += 1
 
@@ -212,11 +223,11 @@ def nsga2(problem: Any, budget: int, seed: int, callback: Optional[Callable] = N
             union_G, union_F = np.concatenate([G, O]), np.concatenate([F, FO])
             pop = tools.selNSGA2(pop + _handles(FO, weights, start=len(G)), mu)
             G, F = _reorder(pop, union_G, union_F)
-        rec = S.record(logbook, problem, gen, len(FO), evaluator.used, F if complete else FO)
+        S.record(logbook, problem, gen, len(FO), evaluator.used, F if complete else FO)
         done = evaluator.remaining == 0 or not complete
         if ckpt.due(gen) or done:
             ckpt.save(snapshot(gen, G, F, pop, elapsed + clock(), done))
-        if S.call_back(callback, rec):
+        if S.call_back(callback, gen, G if complete else O[: len(FO)], F if complete else FO):
             break
         gen += 1
     return S.finish(NAME, problem, seed, evaluator, logbook, elapsed + clock(), p)
@@ -232,3 +243,4 @@ def _reorder(pop: List[_Handle], G: np.ndarray, F: np.ndarray) -> Tuple[np.ndarr
 
 nsga2.objectives = "multi"  # type: ignore[attr-defined]
 nsga2.param_names = tuple(DEFAULTS) + tuple(S.COMMON_PARAMS)  # type: ignore[attr-defined]
+nsga2.validate = _validate  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ other strategies' initial populations) in batches of ``pop_size``; one logbook r
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -17,13 +17,24 @@ NAME = "random"
 DEFAULTS = {"pop_size": 100}
 
 
-@STRATEGIES.register(NAME)
-def random_search(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
-    """Random search: sample the problem uniformly (problem.sample) until the budget is spent."""
+def _config(problem: Any, budget: int, params: Dict[str, Any]) -> Tuple[Dict[str, Any], int]:
+    """Validate and resolve the parameters (also used to check CLI input before a run starts)."""
     p = S.resolve_params(NAME, params, DEFAULTS)
     pop_size = S.positive_int(NAME, "pop_size", p["pop_size"])
     S.require_budget(NAME, budget, 1, "one sample")
     S.check_encoding(NAME, problem)
+    return p, pop_size
+
+
+def _validate(problem: Any, budget: int, **params: Any) -> None:
+    """Check parameters, problem and budget without running."""
+    _config(problem, budget, params)
+
+
+@STRATEGIES.register(NAME)
+def random_search(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
+    """Random search: sample the problem uniformly (problem.sample) until the budget is spent."""
+    p, pop_size = _config(problem, budget, params)
     rng = seeded_rngs(seed)
     evaluator = BudgetedEvaluator(problem, budget, map_fn=p["map_fn"])
     logbook = S.new_logbook(problem)
@@ -38,11 +49,11 @@ def random_search(problem: Any, budget: int, seed: int, callback: Optional[Calla
         size = min(pop_size, evaluator.remaining)
         G = np.asarray(problem.sample(rng, size))
         F = S.split_evaluate(evaluator, G)
-        rec = S.record(logbook, problem, gen, len(F), evaluator.used, F)
+        S.record(logbook, problem, gen, len(F), evaluator.used, F)
         done = evaluator.remaining == 0
         if ckpt.due(gen) or done:
             ckpt.save(S.common_state(gen, evaluator, logbook, rng, elapsed + clock(), done))
-        if S.call_back(callback, rec):
+        if S.call_back(callback, gen, G[: len(F)], F):
             break
         gen += 1
     return S.finish(NAME, problem, seed, evaluator, logbook, elapsed + clock(), p)
@@ -50,3 +61,4 @@ def random_search(problem: Any, budget: int, seed: int, callback: Optional[Calla
 
 random_search.objectives = "any"  # type: ignore[attr-defined]
 random_search.param_names = tuple(DEFAULTS) + tuple(S.COMMON_PARAMS)  # type: ignore[attr-defined]
+random_search.validate = _validate  # type: ignore[attr-defined]

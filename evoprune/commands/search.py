@@ -1,0 +1,586 @@
+"""``evoprune search`` (one strategy on one problem) and ``evoprune compare`` (strategies x seeds, with a summary).
+
+Every run directory holds ``result.json`` (``Result.summary()``), ``evaluations.csv`` (every evaluated point),
+``logbook.csv``, ``config.json`` (resolved options and the problem's description), ``env.json`` and the strategy
+checkpoint (``strategy_state.json`` + ``.npz``) that ``--resume`` continues from. ``compare`` puts each run in
+``DIR/<strategy>/seed<k>/`` and writes ``DIR/summary.json`` / ``DIR/summary.csv`` (indicators, mean/std over seeds,
+ranks; see :mod:`evoprune.indicators`).
+
+Problem options: ``--param KEY=VALUE`` goes to the problem factory (values become int/float/bool when they parse),
+together with ``seed=--problem-seed`` (the problem instance stays the same across strategy seeds, so every strategy
+and seed faces the same problem) and, only when given, ``--model/--checkpoint/--data/--data-dir``.
+Strategy options: ``--strategy-param KEY=VALUE`` (in ``compare``, ``NAME.KEY=VALUE`` targets one strategy) and the
+shortcuts ``--pop-size/--crossover/--mutation/--selection/--init``.
+"""
+from __future__ import annotations
+
+import csv
+import importlib
+import inspect
+import io
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import click
+import numpy as np
+
+from evoprune.commands.common import (apply_config, default_out, echo, emit_json, handle_errors, positive,
+                                      run_options)
+from evoprune.errors import EvopruneError
+
+CHECKPOINT_NAME = "strategy_state"
+# options that do not change what a run computes: they may differ when resuming
+_NOT_COMPARED = {"out", "overwrite", "resume", "config", "device", "checkpoint_every", "seeds_list"}
+_SHORTCUTS = {"pop_size": "pop_size", "crossover": "crossover", "mutation": "mutation", "selection": "selection",
+              "init": "init"}
+
+
+# ---------------------------------------------------------------------------------------------------- parsing
+def parse_value(text: str) -> Any:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"true"`` -> True, ``"none"`` -> None, anything else stays a string."""
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        v = float(t)
+    except ValueError:
+        return t
+    if not math.isfinite(v):
+        raise EvopruneError(f"value '{text}' is not a finite number")
+    return v
+
+
+def parse_pairs(pairs: Iterable[str], option: str) -> Dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; malformed or repeated keys are one-line errors."""
+    out: Dict[str, Any] = {}
+    for item in pairs or ():
+        key, sep, value = str(item).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise EvopruneError(f"{option} '{item}' must look like KEY=VALUE")
+        if key in out:
+            raise EvopruneError(f"{option} gives '{key}' twice; give each key once")
+        out[key] = parse_value(value)
+    return out
+
+
+def parse_seeds(seeds: str, first: int) -> List[int]:
+    """``"5"`` -> seeds first..first+4; ``"0,3,7"`` -> those seeds; ``"2-5"`` -> 2, 3, 4, 5."""
+    text = str(seeds).strip()
+    try:
+        if "," in text:
+            out = [int(s) for s in text.split(",") if s.strip()]
+        elif re.fullmatch(r"\d+\s*-\s*\d+", text):
+            a, b = (int(s) for s in text.split("-"))
+            out = list(range(a, b + 1))
+        else:
+            k = int(text)
+            if k < 1:
+                raise EvopruneError(f"--seeds must be a positive count, got {k}")
+            out = list(range(first, first + k))
+    except ValueError:
+        raise EvopruneError(f"--seeds '{seeds}' must be a count (5), a list (0,3,7) or a range (2-5)") from None
+    if not out or len(set(out)) != len(out):
+        raise EvopruneError(f"--seeds '{seeds}' must name at least one seed, each once")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- problems
+def _import_problem_modules() -> None:
+    """Import the problem modules so their factories are registered (missing ones are skipped)."""
+    for mod in ("evoprune.problems", "evoprune.problems.benchmarks", "evoprune.problems.channel_selection",
+                "evoprune.problems.network_pruning"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def _accepts(fn: Callable, key: str) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    return key in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def make_problem(name: str, params: Mapping[str, Any], seed: Optional[int] = 0,
+                 extra: Optional[Mapping[str, Any]] = None) -> Any:
+    """Build a problem from :data:`~evoprune.registry.PROBLEMS` (a factory or a ready object).
+
+    ``params`` are the factory's keywords; ``seed`` is added when the factory takes one; ``extra`` (network
+    options) is passed only for the keys given (not None).
+    """
+    from evoprune.registry import PROBLEMS
+
+    _import_problem_modules()
+    factory = PROBLEMS.get(name)
+    kwargs = dict(params)
+    for key, value in (extra or {}).items():
+        if value is not None:
+            if not _accepts(factory, key):
+                raise EvopruneError(f"problem '{name}' does not take --{key.replace('_', '-')}; "
+                                    "it is only for network problems")
+            kwargs[key] = value
+    if not callable(factory):
+        if kwargs:
+            raise EvopruneError(f"problem '{name}' is a ready object and takes no parameters; drop --param")
+        problem = factory
+    else:
+        if seed is not None and "seed" not in kwargs and _accepts(factory, "seed"):
+            kwargs["seed"] = seed
+        try:
+            sig = inspect.signature(factory)
+        except (TypeError, ValueError):
+            sig = None
+        if sig is not None:
+            try:
+                sig.bind(**kwargs)
+            except TypeError as exc:
+                accepted = [p for p, v in sig.parameters.items()
+                            if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+                raise EvopruneError(f"problem '{name}' cannot take {sorted(kwargs)} ({exc}); its parameters: "
+                                    f"{', '.join(accepted) or 'none'}") from None
+        problem = factory(**kwargs)
+    for attr in ("name", "n_var", "objectives", "weights", "sample", "repair", "evaluate"):
+        if not hasattr(problem, attr):
+            raise EvopruneError(f"problem '{name}' has no '{attr}'; see problems/base.py for the protocol")
+    return problem
+
+
+def problem_info(problem: Any) -> Dict[str, Any]:
+    """What plots and summaries need to know about a problem, JSON-friendly."""
+    info: Dict[str, Any] = {
+        "name": problem.name, "n_var": int(problem.n_var), "objectives": list(problem.objectives),
+        "weights": [float(w) for w in problem.weights], "encoding": getattr(problem, "encoding", "binary"),
+    }
+    k = getattr(problem, "k", None)
+    if isinstance(k, (int, np.integer)):
+        info["k"] = int(k)
+    for attr in ("optimum", "hv_ref"):
+        v = getattr(problem, attr, None)
+        if v is not None:
+            info[attr] = np.asarray(v, dtype=float).tolist()
+    tf = getattr(problem, "true_front", None)
+    if tf is not None and len(tf) <= 20000:
+        info["true_front"] = np.asarray(tf, dtype=float).tolist()
+    return info
+
+
+# --------------------------------------------------------------------------------------------------- strategies
+def strategy_params(fn: Callable, name: str, given: Mapping[str, Any], shortcuts: Mapping[str, Any],
+                    strict: bool) -> Dict[str, Any]:
+    """Parameters for one strategy: ``--strategy-param`` values plus the shortcut flags that were given.
+
+    A ``given`` parameter the strategy does not take is an error. ``strict`` (search): so is a shortcut flag it does
+    not use; otherwise (compare, where one flag serves several strategies) such a shortcut is skipped for it.
+    """
+    from evoprune.strategies import strategy_accepts
+
+    out = dict(given)
+    reserved = sorted(set(given) & {"checkpoint", "checkpoint_every", "map_fn", "callback"})
+    if reserved:
+        raise EvopruneError(f"--strategy-param {', '.join(reserved)} is set by the command (use --checkpoint-every; "
+                            "checkpoints live in the run directory)")
+    unknown = [k for k in given if not strategy_accepts(fn, k)]
+    if unknown:
+        known = getattr(fn, "param_names", None)
+        raise EvopruneError(f"strategy '{name}' does not take {', '.join(unknown)}"
+                            + (f"; it takes: {', '.join(known)}" if known else ""))
+    for key, value in shortcuts.items():
+        if value is None:
+            continue
+        if strategy_accepts(fn, key):
+            out[key] = value
+        elif strict:
+            known = getattr(fn, "param_names", None)
+            raise EvopruneError(f"strategy '{name}' does not use --{key.replace('_', '-')}"
+                                + (f"; it takes: {', '.join(known)}" if known else ""))
+    return out
+
+
+def validate_strategy(fn: Callable, name: str, problem: Any, budget: int, params: Mapping[str, Any]) -> None:
+    """Check a strategy's inputs before any run directory is touched (built-ins expose ``validate``)."""
+    from evoprune.strategies import check_compatible
+
+    check_compatible(name, fn, problem)
+    validate = getattr(fn, "validate", None)
+    if callable(validate):
+        validate(problem, budget, **params)
+
+
+# ------------------------------------------------------------------------------------------------------- writing
+def write_run(out: Path, result: Any, problem: Any) -> None:
+    """``result.json``, ``evaluations.csv`` and ``logbook.csv`` of one finished run."""
+    from evoprune.io import atomic_write_text, write_json
+
+    summary = result.summary()
+    summary["objectives"] = list(problem.objectives)
+    write_json(out / "result.json", summary)
+    atomic_write_text(out / "evaluations.csv", evaluations_csv(result, problem))
+    atomic_write_text(out / "logbook.csv", logbook_csv(result.logbook))
+
+
+def evaluations_csv(result: Any, problem: Any) -> str:
+    """One row per evaluation: ``eval``, the genome (a 0/1 string for binary problems, ``x0..`` columns for real
+    ones), then one column per objective."""
+    G = np.asarray(result.history_genomes if result.history_genomes is not None else np.zeros((0, problem.n_var)))
+    F = np.asarray(result.history_fitness if result.history_fitness is not None else
+                   np.zeros((0, len(problem.objectives))))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    binary = G.dtype == bool or getattr(problem, "encoding", "binary") == "binary"
+    objs = list(problem.objectives)
+    if binary:
+        w.writerow(["eval", "genome"] + objs)
+        bits = G.astype(np.uint8) + ord("0")
+        for i in range(len(G)):
+            w.writerow([i + 1, bits[i].tobytes().decode("ascii")] + [repr(float(v)) for v in F[i]])
+    else:
+        w.writerow(["eval"] + [f"x{j}" for j in range(G.shape[1])] + objs)
+        for i in range(len(G)):
+            w.writerow([i + 1] + [repr(float(v)) for v in G[i]] + [repr(float(v)) for v in F[i]])
+    return buf.getvalue()
+
+
+def logbook_csv(logbook: Any) -> str:
+    records = [dict(r) for r in (logbook or [])]
+    cols: List[str] = list(getattr(logbook, "header", None) or [])
+    for r in records:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in records:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+def read_history(run_dir: Path, objectives: Sequence[str]) -> np.ndarray:
+    """Objective columns of ``evaluations.csv`` as ``[E, n_obj]``."""
+    path = Path(run_dir) / "evaluations.csv"
+    if not path.is_file():
+        raise EvopruneError(f"run directory '{run_dir}' has no evaluations.csv; is it a search/compare run?")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return np.zeros((0, len(objectives)))
+        try:
+            cols = [header.index(o) for o in objectives]
+        except ValueError:
+            raise EvopruneError(f"'{path}' lacks objective columns {list(objectives)}") from None
+        rows = [[float(r[c]) for c in cols] for r in reader if r]
+    return np.asarray(rows, dtype=float).reshape(-1, len(objectives))
+
+
+def load_result(run_dir: Path) -> Any:
+    """A :class:`Result` rebuilt from a finished run directory (history from ``evaluations.csv``)."""
+    from evoprune.io import read_json
+    from evoprune.strategies.base import Result
+
+    s = read_json(Path(run_dir) / "result.json", "run result")
+    objectives = s.get("objectives") or []
+    hist = read_history(run_dir, objectives) if objectives else None
+    return Result(
+        strategy=s["strategy"], problem=s["problem"], seed=int(s["seed"]),
+        best_genome=np.asarray(s["best_genome"]), best_fitness=np.asarray(s["best_fitness"], dtype=float),
+        front_genomes=np.asarray(s["front_genomes"]), front_fitness=np.asarray(s["front_fitness"], dtype=float),
+        evaluations=int(s["evaluations"]), wall_time=float(s["wall_time_s"]), logbook=s.get("logbook"),
+        history_fitness=hist, params=s.get("params", {}),
+    )
+
+
+# ------------------------------------------------------------------------------------------------------- running
+def _check_resume_config(out: Path, cfg: Mapping[str, Any]) -> None:
+    from evoprune.io import read_json, to_jsonable
+
+    path = out / "config.json"
+    if not path.exists():
+        return
+    old = read_json(path, "run config")
+    new = to_jsonable(dict(cfg))
+    diff = sorted(k for k in set(old) | set(new) if k not in _NOT_COMPARED and k != "problem_info"
+                  and old.get(k) != new.get(k))
+    if diff:
+        raise EvopruneError(f"cannot --resume '{out}': it was made with different settings ({', '.join(diff)}); "
+                            "repeat the original options, or use --overwrite to start again")
+
+
+def run_one(out: Path, strategy: str, problem: Any, budget: int, seed: int, params: Mapping[str, Any],
+            cfg: Mapping[str, Any], checkpoint_every: int, progress: bool = True) -> Any:
+    """Run one strategy into ``out`` (already prepared): config/env first, checkpoints while running, results last.
+
+    A run whose ``result.json`` exists is complete and is loaded instead of re-run.
+    """
+    from evoprune.io import environment_info, write_json
+    from evoprune.strategies import run_strategy
+
+    if (out / "result.json").exists():
+        return load_result(out)
+    write_json(out / "config.json", cfg)
+    write_json(out / "env.json", environment_info(None, seed))
+    weights = np.asarray(problem.weights, dtype=float)
+    last = [-1e9]
+    t0 = time.perf_counter()
+
+    def report(gen: int, genomes: np.ndarray, fitness: np.ndarray) -> None:
+        # at most one line every 2 s: runs on cheap benchmarks finish before the second line
+        now = time.perf_counter() - t0
+        if progress and len(fitness) and (gen == 0 or now - last[0] >= 2.0):
+            last[0] = now
+            best = fitness[np.argmax(fitness[:, 0] * weights[0]), 0]
+            echo(f"  gen {gen:5d}  {now:7.1f}s  best {problem.objectives[0]} in population {best:.6g}")
+
+    result = run_strategy(strategy, problem, budget, seed, report, checkpoint=str(out / CHECKPOINT_NAME),
+                          checkpoint_every=checkpoint_every, **params)
+    write_run(out, result, problem)
+    return result
+
+
+def _shortcut_values(p: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: p.get(k) for k in _SHORTCUTS}
+
+
+def _network_extra(p: Mapping[str, Any]) -> Dict[str, Any]:
+    return {"model": p.get("model"), "checkpoint": p.get("checkpoint"), "data": p.get("data"),
+            "data_dir": p.get("data_dir")}
+
+
+def _result_line(result: Any, problem: Any) -> str:
+    from evoprune.indicators import run_indicators
+
+    ind = run_indicators(result, problem)
+    parts = [f"{result.evaluations} evaluations", f"{result.wall_time:.2f}s"]
+    if "best" in ind:
+        parts.insert(0, f"best {problem.objectives[0]} {ind['best']:.6g}")
+        if "gap" in ind:
+            parts.insert(1, f"gap {ind['gap']:.4g}")
+    else:
+        parts.insert(0, f"front {ind['front_size']} points, hv {ind['hv']:.6g}")
+        if "hv_ratio" in ind:
+            parts.insert(1, f"{100 * ind['hv_ratio']:.1f}% of the true front's hv")
+    return ", ".join(parts)
+
+
+def _problem_and_strategy_options(f: Callable) -> Callable:
+    opts = [
+        click.option("--problem", required=True, help="Problem name (see 'evoprune list problems') or module:factory."),
+        click.option("--budget", default=2000, show_default=True, type=int, callback=positive,
+                     help="Fitness evaluations per run (the same for every strategy)."),
+        click.option("--param", "param", multiple=True, metavar="KEY=VALUE",
+                     help="Problem factory parameter, repeatable (e.g. --param n=64 --param k=16)."),
+        click.option("--strategy-param", "strategy_param", multiple=True, metavar="KEY=VALUE",
+                     help="Strategy parameter, repeatable (e.g. sigma=0.3; in compare NAME.KEY=VALUE targets one)."),
+        click.option("--pop-size", default=None, type=int, callback=positive, help="Population size (lambda for CMA-ES)."),
+        click.option("--crossover", default=None, help="Crossover operator name or module:name."),
+        click.option("--mutation", default=None, help="Mutation operator name or module:name."),
+        click.option("--selection", default=None, help="Selection operator name or module:name (GA)."),
+        click.option("--init", default=None, help="Initialisation operator name or module:name."),
+        click.option("--problem-seed", default=0, show_default=True, type=int,
+                     help="Seed of the problem instance (kept fixed across strategy seeds)."),
+        click.option("--checkpoint-every", default=10, show_default=True, type=int, callback=positive,
+                     help="Save the strategy state every N generations (for --resume)."),
+        click.option("--model", default=None, help="Network problems: model name."),
+        click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+                     help="Network problems: trained weights."),
+        click.option("--data", default=None, help="Network problems: dataset name."),
+        click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+                     help="Network problems: dataset folder."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+# -------------------------------------------------------------------------------------------------------- search
+@click.command("search")
+@_problem_and_strategy_options
+@click.option("--strategy", default="ga", show_default=True,
+              help="Strategy: ga, nsga2, cmaes, cmaes-1+l, mo-cmaes, random, or module:name.")
+@run_options
+@click.pass_context
+@handle_errors
+def search(ctx: click.Context, **params: Any) -> None:
+    """Run one strategy on one problem with a fixed evaluation budget; write a run directory."""
+    p = apply_config(ctx, params, params.pop("config", None))
+    from evoprune.io import prepare_run_dir
+    from evoprune.strategies import get_strategy
+
+    problem_params = parse_pairs(p["param"], "--param")
+    given = parse_pairs(p["strategy_param"], "--strategy-param")
+    fn = get_strategy(p["strategy"])
+    problem = make_problem(p["problem"], problem_params, p["problem_seed"], _network_extra(p))
+    sparams = strategy_params(fn, p["strategy"], given, _shortcut_values(p), strict=True)
+    validate_strategy(fn, p["strategy"], problem, p["budget"], sparams)
+    cfg = {
+        "command": "search", "problem": p["problem"], "problem_params": problem_params,
+        "problem_seed": p["problem_seed"], "strategy": p["strategy"], "strategy_params": sparams,
+        "budget": p["budget"], "seed": p["seed"], "checkpoint_every": p["checkpoint_every"],
+        **{k: v for k, v in _network_extra(p).items() if v is not None},
+        "problem_info": problem_info(problem),
+    }
+    out = prepare_run_dir(p["out"] or default_out("search"), p["overwrite"], p["resume"])
+    if p["resume"]:
+        _check_resume_config(out, cfg)
+    echo(f"{p['strategy']} on {problem.name} (n={problem.n_var}, objectives {', '.join(problem.objectives)}), "
+         f"budget {p['budget']}, seed {p['seed']} -> {out}")
+    result = run_one(out, p["strategy"], problem, p["budget"], p["seed"], sparams, cfg, p["checkpoint_every"])
+    echo(f"done: {_result_line(result, problem)}")
+    from evoprune.indicators import run_indicators
+
+    emit_json({"out": str(out), "strategy": p["strategy"], "problem": problem.name, "seed": p["seed"],
+               "best_fitness": np.asarray(result.best_fitness).tolist(), **run_indicators(result, problem)})
+
+
+# ------------------------------------------------------------------------------------------------------- compare
+def _split_scoped(given: Mapping[str, Any], names: Sequence[str]) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:
+    """``{"nsga2.pop_size": 40, "sigma": 0.3}`` -> shared ``{"sigma": 0.3}``, scoped ``{"nsga2": {"pop_size": 40}}``."""
+    shared: Dict[str, Any] = {}
+    scoped: Dict[str, Dict[str, Any]] = {n: {} for n in names}
+    for key, value in given.items():
+        scope, dot, name = key.rpartition(".")
+        if dot and scope:
+            if scope not in scoped:
+                raise EvopruneError(f"--strategy-param '{key}': '{scope}' is not among --strategies "
+                                    f"({', '.join(names)})")
+            scoped[scope][name] = value
+        else:
+            shared[key] = value
+    return shared, scoped
+
+
+def _dir_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("._") or "strategy"
+
+
+def default_strategies(problem: Any) -> List[str]:
+    from evoprune.registry import STRATEGIES
+
+    want = ["nsga2", "mo-cmaes", "random"] if len(problem.objectives) > 1 else ["ga", "cmaes", "cmaes-1+l", "random"]
+    return [s for s in want if s in STRATEGIES]
+
+
+def write_summary(out: Path, summary: Mapping[str, Any]) -> None:
+    """``summary.json`` (everything) and ``summary.csv`` (one row per strategy, best first)."""
+    from evoprune.io import atomic_write_text, write_json
+
+    write_json(out / "summary.json", summary)
+    keys = [k for k in ("best", "gap", "hv", "hv_ratio", "front_size", "evaluations", "wall_time_s")
+            if any(k in s for s in summary["strategies"].values())]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["rank", "strategy", "mean_rank", "seeds"] + [f"{k}_{a}" for k in keys for a in ("mean", "std")])
+    for name in summary["ranking"]:
+        s = summary["strategies"][name]
+        n = max((s[k]["n"] for k in keys if k in s), default=0)
+        row = [s.get("rank", ""), name, _num(s.get("mean_rank")), n]
+        for k in keys:
+            row += [_num(s[k]["mean"]), _num(s[k]["std"])] if k in s else ["", ""]
+        w.writerow(row)
+    atomic_write_text(out / "summary.csv", buf.getvalue())
+
+
+def _num(x: Any) -> str:
+    if x is None:
+        return ""
+    x = float(x)
+    return repr(x) if math.isfinite(x) else ""
+
+
+@click.command("compare")
+@_problem_and_strategy_options
+@click.option("--strategies", default=None,
+              help="Comma-separated strategies (default: ga,cmaes,cmaes-1+l,random for one objective; "
+                   "nsga2,mo-cmaes,random for several).")
+@click.option("--seeds", default="5", show_default=True,
+              help="Number of seeds (runs --seed .. --seed+N-1), or a list 0,3,7, or a range 2-5.")
+@run_options
+@click.pass_context
+@handle_errors
+def compare(ctx: click.Context, **params: Any) -> None:
+    """Run several strategies x seeds with the same budget on one problem; write runs, summary.json/.csv."""
+    p = apply_config(ctx, params, params.pop("config", None))
+    from evoprune.indicators import format_table, summarize
+    from evoprune.io import prepare_run_dir, write_json
+    from evoprune.strategies import get_strategy
+
+    problem_params = parse_pairs(p["param"], "--param")
+    given = parse_pairs(p["strategy_param"], "--strategy-param")
+    seeds = parse_seeds(p["seeds"], p["seed"])
+    problem = make_problem(p["problem"], problem_params, p["problem_seed"], _network_extra(p))
+    names = [s.strip() for s in p["strategies"].split(",") if s.strip()] if p["strategies"] else \
+        default_strategies(problem)
+    if not names:
+        raise EvopruneError("--strategies is empty; name at least one strategy, e.g. --strategies ga,random")
+    if len(set(names)) != len(names):
+        raise EvopruneError(f"--strategies names a strategy twice ({p['strategies']}); give each once")
+    dirs = [_dir_name(n) for n in names]
+    if len(set(dirs)) != len(dirs):
+        raise EvopruneError("two --strategies map to the same directory name; rename one")
+    fns = [get_strategy(n) for n in names]
+    shared, scoped = _split_scoped(given, names)
+    all_params: Dict[str, Dict[str, Any]] = {}
+    for name, fn in zip(names, fns):
+        from evoprune.strategies import strategy_accepts
+
+        mine = {k: v for k, v in shared.items() if strategy_accepts(fn, k)}
+        mine.update(scoped[name])
+        all_params[name] = strategy_params(fn, name, mine, _shortcut_values(p), strict=False)
+    unused = [k for k in shared if not any(k in all_params[n] for n in names)]
+    if unused:
+        raise EvopruneError(f"--strategy-param {', '.join(unused)}: no strategy among {', '.join(names)} takes it")
+    for name, fn in zip(names, fns):
+        validate_strategy(fn, name, problem, p["budget"], all_params[name])
+    cfg = {
+        "command": "compare", "problem": p["problem"], "problem_params": problem_params,
+        "problem_seed": p["problem_seed"], "strategies": names, "strategy_params": all_params, "seeds": seeds,
+        "budget": p["budget"], "checkpoint_every": p["checkpoint_every"],
+        **{k: v for k, v in _network_extra(p).items() if v is not None},
+        "problem_info": problem_info(problem),
+    }
+    out = prepare_run_dir(p["out"] or default_out("compare"), p["overwrite"], p["resume"])
+    if p["resume"]:
+        _check_resume_config(out, cfg)
+    write_json(out / "config.json", cfg)
+    from evoprune.io import environment_info
+
+    write_json(out / "env.json", environment_info(None, p["seed"]))
+    echo(f"compare {', '.join(names)} on {problem.name} (n={problem.n_var}), budget {p['budget']}, "
+         f"seeds {', '.join(map(str, seeds))} -> {out}")
+    results: Dict[str, List[Any]] = {n: [] for n in names}
+    for name, dname in zip(names, dirs):
+        for seed in seeds:
+            run_dir = out / dname / f"seed{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            run_cfg = {"command": "search", "problem": p["problem"], "problem_params": problem_params,
+                       "problem_seed": p["problem_seed"], "strategy": name, "strategy_params": all_params[name],
+                       "budget": p["budget"], "seed": seed, "checkpoint_every": p["checkpoint_every"],
+                       **{k: v for k, v in _network_extra(p).items() if v is not None},
+                       "problem_info": cfg["problem_info"]}
+            was_done = (run_dir / "result.json").exists()
+            res = run_one(run_dir, name, problem, p["budget"], seed, all_params[name], run_cfg,
+                          p["checkpoint_every"], progress=False)
+            res.strategy = name
+            results[name].append(res)
+            echo(f"{name:>12s} seed {seed}: {_result_line(res, problem)}" + (" (already done)" if was_done else ""))
+    summary = summarize(results, problem)
+    summary["budget"] = p["budget"]
+    summary["seeds"] = seeds
+    summary["runs_dir"] = {n: f"{d}/seed<k>" for n, d in zip(names, dirs)}
+    write_summary(out, summary)
+    echo("")
+    echo(format_table(summary))
+    emit_json({"out": str(out), "problem": problem.name, "ranking": summary["ranking"], "primary": summary["primary"],
+               "strategies": {n: {k: v for k, v in s.items()} for n, s in summary["strategies"].items()}})

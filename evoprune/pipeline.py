@@ -1,0 +1,424 @@
+"""The paper's method end to end, resumable.
+
+``sensitivity -> per-unit keep ratios -> for each unit, least sensitive first: choose channels (GA on the two-step
+fitness, or a baseline selector) -> physical pruning -> adaptive BN -> short KD fine-tune -> next unit -> final KD
+fine-tune``. Every step writes to the run directory; a rerun with ``resume=True`` continues after the last completed
+unit and, because every random choice is seeded by (seed, unit index), ends with the same model as an
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import BatchLoader, Loaders
+from .errors import EvopruneError
+from .io import append_jsonl, read_json, read_jsonl, write_json
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class PruneConfig:
+    """Everything that decides the result of a pruning run (a resumed run must match it exactly)."""
+
+    target_macs: Optional[float] = 0.33     # keep this fraction of the MACs
+    target_params: Optional[float] = None   # or of the parameters
+    max_drop: Optional[float] = None        # or: every unit keeps the fewest channels with drop <= this
+    ratios: Optional[Dict[str, float]] = None  # or: explicit per-unit keep ratios
+    uniform: bool = False                   # one keep ratio for all units (baseline), still meeting the target
+    selector: str = "ga"                    # ga | l1 | bn | taylor | random | module:fn
+    order: str = "sensitivity"              # sensitivity | forward
+    sensitivity_method: str = "l1"
+    sensitivity_ratios: Tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+    exclude: Tuple[str, ...] = ()
+    min_keep: int = 1
+    # GA (per unit) and its two-step fitness
+    pop_size: int = 50
+    generations: int = 60
+    crossover: Optional[str] = None
+    mutation: Optional[str] = None
+    selection: Optional[str] = None
+    fitness: str = "twostage"               # twostage | reconstruction | module:Evaluator
+    stage2_top_k: int = 3
+    stage2_every: int = 10
+    calib_batches: int = 4                  # batches of calibration data for stage 1 statistics
+    bn_batches: int = 4                     # training batches for adaptive-BN re-estimation
+    eval_batches: int = 4                   # held-out calibration batches for stage-2 / sensitivity accuracy
+    # fine-tuning
+    finetune_steps: int = 50                # KD steps after each unit
+    finetune_epochs: int = 5                # final KD fine-tune
+    finetune_lr: float = 0.01
+    loss: str = "kd"                        # kd | ce
+    temperature: float = 4.0
+    alpha: float = 0.9
+    batch_size: int = 128
+    seed: int = 0
+
+    def validate(self) -> None:
+        given = [x is not None for x in (self.target_macs, self.target_params, self.max_drop, self.ratios)]
+        if sum(given) != 1:
+            raise EvopruneError("give exactly one of --target-macs, --target-params, --max-drop or --ratios")
+        for name in ("target_macs", "target_params"):
+            v = getattr(self, name)
+            if v is not None and not (0.0 < v <= 1.0 and np.isfinite(v)):
+                raise EvopruneError(f"--{name.replace('_', '-')} must be a fraction in (0, 1], got {v}")
+        if self.max_drop is not None and not (0.0 <= self.max_drop <= 1.0):
+            raise EvopruneError(f"--max-drop must be in [0, 1], got {self.max_drop}")
+        if self.order not in ("sensitivity", "forward"):
+            raise EvopruneError(f"--order must be 'sensitivity' or 'forward', got '{self.order}'")
+        if self.loss not in ("kd", "ce"):
+            raise EvopruneError(f"--loss must be 'kd' or 'ce', got '{self.loss}'")
+        if self.uniform and self.max_drop is not None:
+            raise EvopruneError("--uniform needs --target-macs or --target-params, not --max-drop")
+        for name in ("pop_size", "generations", "calib_batches", "bn_batches", "eval_batches", "batch_size",
+                     "min_keep"):
+            if getattr(self, name) < 1:
+                raise EvopruneError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("finetune_steps", "finetune_epochs", "stage2_top_k"):
+            if getattr(self, name) < 0:
+                raise EvopruneError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not self.finetune_lr > 0:
+            raise EvopruneError(f"--finetune-lr must be > 0, got {self.finetune_lr}")
+        if self.ratios is not None:
+            for u, r in self.ratios.items():
+                if not (isinstance(r, (int, float)) and 0.0 < r <= 1.0):
+                    raise EvopruneError(f"keep ratio for unit '{u}' must be in (0, 1], got {r!r}")
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class PruneReport:
+    """What a pruning run produced (also written as ``results.json``)."""
+
+    base: Dict[str, float]
+    final: Dict[str, float]
+    units: List[Dict[str, Any]]
+    ratios: Dict[str, float]
+    order: List[str]
+    config: Dict[str, Any]
+    pruned: Dict[str, List[int]]
+    wall_time_s: float = 0.0
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def example_input(loaders: Loaders) -> torch.Tensor:
+    d = loaders.data
+    return torch.zeros(1, d.in_channels, d.image_size, d.image_size)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def adaptive_bn(model: nn.Module, batches: List[Tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Re-estimate every BatchNorm's running statistics on ``batches`` (cumulative average), in place."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or not batches:
+        return
+    saved = [(m.momentum, m.training) for m in bns]
+    was = model.training
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    for x, _ in batches:
+        model(x)
+    for m, (mom, tr) in zip(bns, saved):
+        m.momentum = mom
+        m.train(tr)
+    model.train(was)
+
+
+def _unit_loaders(loaders: Loaders, seed: int) -> Loaders:
+    """The same data with a different shuffling seed (each unit's fine-tune sees its own batch stream)."""
+    t = loaders.train
+    train = BatchLoader(t.x, t.y, t.batch_size, loaders.data.mean, loaders.data.std, shuffle=True, augment=True,
+                        seed=seed, drop_last=t.drop_last, device=t.device, channels_last=t.channels_last)
+    return dataclasses.replace(loaders, train=train)
+
+
+def _cost_fraction_fn(space, cost, what: str, min_keep: int) -> Callable[[Dict[str, float]], float]:
+    from .sensitivity import keep_count
+
+    base = cost.base_macs if what == "MACs" else cost.base_params
+    sizes = dict(zip(space.names, space.sizes))
+
+    def fn(ratios: Dict[str, float]) -> float:
+        counts = np.array([keep_count(ratios.get(u, 1.0), sizes[u], min_keep) for u in space.names])
+        v = cost.macs_counts(counts) if what == "MACs" else cost.params_counts(counts)
+        return float(v) / float(base)
+
+    return fn
+
+
+# --------------------------------------------------------------------------------------------------- selection
+def select_channels(model: nn.Module, space, unit: str, k: int, loaders: Loaders, cfg: PruneConfig,
+                    seed: int, log: Log) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Choose ``k`` channels of ``unit``: the GA on the two-step fitness, or an importance selector."""
+    rng = np.random.default_rng(seed)
+    if cfg.selector == "ga":
+        from .selection import ga_select
+
+        return ga_select(model, space, unit, k, loaders, cfg, seed, log)
+    from .registry import SELECTORS
+
+    fn = SELECTORS.get(cfg.selector)
+    batches = loaders.train_batches(cfg.calib_batches, seed=seed)
+    mask = np.asarray(fn(model, space, unit, k, batches=batches, rng=rng))
+    n = space.unit(unit).channels
+    if mask.dtype != bool or mask.shape != (n,) or int(mask.sum()) != k:
+        raise EvopruneError(f"selector '{cfg.selector}' must return a bool mask of length {n} with {k} True values, "
+                            f"got dtype {mask.dtype}, shape {mask.shape}, {int(np.count_nonzero(mask))} kept")
+    return mask, {}
+
+
+# --------------------------------------------------------------------------------------------------- the run
+def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path] = None, resume: bool = False,
+        meta: Optional[Dict[str, Any]] = None, log: Log = print, progress: bool = False,
+        sensitivity: Optional[Any] = None) -> Tuple[nn.Module, PruneReport]:
+    """Prune ``model`` (not modified) with the paper's pipeline; return the pruned model and a report.
+
+    ``out``: run directory (created by the caller) for checkpoints, logs and plots; ``None`` keeps everything in
+    memory (no resume). ``meta``: checkpoint metadata of ``model`` (architecture, dataset) for the saved files.
+    """
+    from .distill import ce_loss, kd_loss
+    from .models.checkpoint import save_checkpoint
+    from .pruning.apply import apply
+    from .pruning.cost import CostModel
+    from .pruning.space import PruningSpace
+    from .train import TrainConfig, evaluate, fit
+
+    cfg.validate()
+    t_start = time.perf_counter()
+    device = _device_of(model)
+    meta = dict(meta or {})
+    teacher = copy.deepcopy(model).eval()
+    x0 = example_input(loaders).to(device)
+    space0 = PruningSpace(model, x0, exclude=cfg.exclude, min_keep=cfg.min_keep)
+    cost0 = CostModel(space0)
+    calib = loaders.calib_batches(cfg.eval_batches)
+    base_calib = evaluate(model, calib, device)
+    base_test = evaluate(model, loaders.test, device)
+    base = {"calib_top1": base_calib["top1"], "test_top1": base_test["top1"], "macs": int(cost0.base_macs),
+            "params": int(cost0.base_params)}
+    state_dir = out / "state" if out is not None else None
+    if out is not None:
+        write_json(out / "prune_config.json", {"config": asdict(cfg), "fingerprint": cfg.fingerprint()})
+
+    # 1. sensitivity (needed for the order and for target/threshold allocation)
+    need_sens = cfg.order == "sensitivity" or cfg.ratios is None and not cfg.uniform
+    sens = sensitivity
+    if need_sens and sens is None:
+        sens_path = out / "sensitivity.json" if out is not None else None
+        if sens_path is not None and sens_path.exists():
+            from .sensitivity import Sensitivity
+
+            sens = Sensitivity.from_json(read_json(sens_path, "sensitivity file"))
+        else:
+            log(f"sensitivity of {len(space0)} units at keep ratios {list(cfg.sensitivity_ratios)} ...")
+            sens = compute_sensitivity(model, space0, loaders, cfg, log=log)
+            if out is not None:
+                save_sensitivity(sens, out)
+
+    # 2. per-unit keep ratios and order
+    plan = plan_allocation(space0, cost0, cfg, sens)
+    ratios, counts, order = plan["ratios"], plan["counts"], plan["order"]
+    if out is not None:
+        write_json(out / "allocation.json", plan)
+    log(f"plan: {len(order)} units to prune, MACs {plan['base_macs']:,} -> {plan['planned_macs']:,} "
+        f"({plan['planned_macs'] / plan['base_macs']:.3f}), params {plan['base_params']:,} -> "
+        f"{plan['planned_params']:,} ({plan['planned_params'] / plan['base_params']:.3f})")
+
+    # 3. layer by layer
+    current = copy.deepcopy(model)
+    pruned: Dict[str, List[int]] = {}
+    records: List[Dict[str, Any]] = []
+    done = 0
+    if state_dir is not None and resume:
+        current, pruned, records, done = _load_progress(state_dir, cfg, current)
+        if done:
+            log(f"resuming after {done} completed unit(s)")
+    loss_fn = kd_loss(teacher, cfg.temperature, cfg.alpha) if cfg.loss == "kd" else ce_loss()
+    for i, unit in enumerate(order):
+        if i < done:
+            continue
+        t0 = time.perf_counter()
+        useed = cfg.seed * 10_007 + i
+        torch.manual_seed(useed)
+        space = PruningSpace(current, x0, exclude=cfg.exclude, min_keep=cfg.min_keep, warn=False)
+        n, k = space.unit(unit).channels, counts[unit]
+        mask, info = select_channels(current, space, unit, k, loaders, cfg, useed, log)
+        current = apply(current, {unit: mask}, space)
+        pruned[unit] = np.flatnonzero(mask).tolist()
+        adaptive_bn(current, loaders.train_batches(cfg.bn_batches, seed=useed))
+        after_prune = evaluate(current, calib, device)
+        if cfg.finetune_steps > 0:
+            ul = _unit_loaders(loaders, useed)
+            fit(current, ul, TrainConfig(epochs=max(1, -(-cfg.finetune_steps // max(1, len(ul.train)))),
+                                         lr=cfg.finetune_lr, schedule="constant", max_steps=cfg.finetune_steps),
+                device, loss_fn=loss_fn, progress=progress, desc=f"fine-tune {unit}", evaluate_each_epoch=False)
+        after_ft = evaluate(current, calib, device)
+        space_now = PruningSpace(current, x0, exclude=(), min_keep=1, warn=False)
+        macs, params = _macs_params(current, space_now)
+        rec = {"step": i + 1, "unit": unit, "n": n, "k": k, "calib_acc_after_prune": after_prune["top1"],
+               "calib_acc_after_finetune": after_ft["top1"], "macs": macs, "params": params,
+               "time_s": time.perf_counter() - t0, **info}
+        records.append(rec)
+        log(f"[{i + 1}/{len(order)}] {unit}: {n} -> {k}  acc after prune {after_prune['top1']:.4f}, after "
+            f"fine-tune {after_ft['top1']:.4f}  MACs {macs / base['macs']:.3f}  ({rec['time_s']:.1f}s)")
+        if state_dir is not None:
+            _save_progress(state_dir, cfg, current, pruned, records, i + 1, meta)
+
+    # 4. final fine-tune
+    if cfg.finetune_epochs > 0 and order:
+        log(f"final {cfg.loss.upper()} fine-tune: {cfg.finetune_epochs} epoch(s)")
+        fit(current, _unit_loaders(loaders, cfg.seed * 10_007 + 999_983),
+            TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, schedule="cosine"), device,
+            loss_fn=loss_fn, progress=progress, desc="final fine-tune", evaluate_each_epoch=False,
+            state_path=str(out / "finetune_state.pt") if out is not None else None,
+            log_path=str(out / "finetune_metrics.jsonl") if out is not None else None)
+    final_test = evaluate(current, loaders.test, device)
+    final_calib = evaluate(current, calib, device)
+    space_now = PruningSpace(current, x0, exclude=(), min_keep=1, warn=False)
+    macs, params = _macs_params(current, space_now)
+    final = {"calib_top1": final_calib["top1"], "test_top1": final_test["top1"], "macs": macs, "params": params,
+             "macs_ratio": macs / base["macs"], "params_ratio": params / base["params"],
+             "macs_reduction": base["macs"] / macs, "params_reduction": base["params"] / params}
+    report = PruneReport(base, final, records, ratios, order, asdict(cfg), pruned, time.perf_counter() - t_start,
+                         {"plan": plan, "sensitivity": None if sens is None else sens.to_json()})
+    if out is not None:
+        fmeta = dict(meta, pruned=pruned, accuracy=final_test["top1"], pruned_from=meta.get("source"))
+        save_checkpoint(str(out / "model.pt"), current.to("cpu"), fmeta)
+        current.to(device)
+        write_json(out / "results.json", report.to_json())
+        try:
+            from .plot import plot_keep_ratios, plot_trajectory
+
+            plot_keep_ratios(report, out / "keep_ratios")
+            plot_trajectory(report, out / "trajectory")
+        except ImportError:
+            pass
+    log(f"done: test top-1 {base['test_top1']:.4f} -> {final_test['top1']:.4f}; MACs x{final['macs_reduction']:.2f} "
+        f"fewer, params x{final['params_reduction']:.2f} fewer ({report.wall_time_s:.0f}s)")
+    return current, report
+
+
+def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:
+    """Per-unit keep ratios and channel counts, pruning order and the planned cost (see :mod:`sensitivity`)."""
+    from .sensitivity import allocate, keep_count, ratios_for_drop, uniform_ratio
+
+    if cfg.ratios is not None:
+        unknown = [u for u in cfg.ratios if u not in space]
+        if unknown:
+            space.unit(unknown[0])  # raises a one-line error naming valid units
+        ratios = {u: float(cfg.ratios.get(u, 1.0)) for u in space.names}
+    else:
+        what = "MACs" if cfg.target_params is None else "params"
+        frac = _cost_fraction_fn(space, cost, what, cfg.min_keep)
+        target = cfg.target_macs if what == "MACs" else cfg.target_params
+        if cfg.uniform:
+            ratios = uniform_ratio(frac, space.names, target)
+        elif cfg.max_drop is not None:
+            ratios = ratios_for_drop(sens, cfg.max_drop)
+        else:
+            ratios = allocate(sens, frac, target, cfg.min_keep, what)
+    counts = {u: keep_count(ratios[u], n, cfg.min_keep) for u, n in zip(space.names, space.sizes)}
+    order = sens.order() if cfg.order == "sensitivity" else list(space.names)
+    order = [u for u in order if counts[u] < space.unit(u).channels]
+    planned = np.array([counts[u] for u in space.names])
+    return {"ratios": ratios, "counts": counts, "order": order,
+            "planned_macs": int(cost.macs_counts(planned)), "planned_params": int(cost.params_counts(planned)),
+            "base_macs": int(cost.base_macs), "base_params": int(cost.base_params)}
+
+
+def _macs_params(model: nn.Module, space) -> Tuple[int, int]:
+    from .pruning.cost import CostModel
+
+    c = CostModel(space)
+    return int(c.base_macs), int(c.base_params)
+
+
+# --------------------------------------------------------------------------------------------------- sensitivity
+def compute_sensitivity(model: nn.Module, space, loaders: Loaders, cfg: PruneConfig, log: Log = print):
+    """Adaptive-BN calibration accuracy with each unit pruned alone at each ratio (L1 channel choice)."""
+    from .fitness.network import NetworkFitness
+    from .registry import SELECTORS
+    from .sensitivity import measure
+    from .train import evaluate
+
+    calib = loaders.calib_batches(cfg.eval_batches)
+    base_acc = evaluate(model, calib, _device_of(model))["top1"]
+    bn_batches = loaders.train_batches(cfg.bn_batches, seed=cfg.seed)
+    evaluator = NetworkFitness(model, space, None, bn_batches=bn_batches, eval_batches=calib)
+    select = SELECTORS.get(cfg.sensitivity_method)
+    rng = np.random.default_rng(cfg.seed)
+
+    def mask_for(unit: str, k: int) -> np.ndarray:
+        return np.asarray(select(model, space, unit, k, batches=bn_batches, rng=rng))
+
+    def ev(masks: Dict[str, np.ndarray]) -> Dict[str, float]:
+        return evaluator.evaluate_masks(masks)
+
+    t0 = time.perf_counter()
+    sens = measure(space.names, space.sizes, mask_for, ev, base_acc, cfg.sensitivity_ratios, cfg.min_keep,
+                   cfg.sensitivity_method)
+    sens.extra["time_s"] = time.perf_counter() - t0
+    return sens
+
+
+def save_sensitivity(sens, out: Path) -> None:
+    write_json(out / "sensitivity.json", sens.to_json())
+    sens.write_csv(out / "sensitivity.csv")
+    try:
+        from .plot import plot_sensitivity
+
+        plot_sensitivity(sens, out / "sensitivity")
+    except ImportError:
+        pass
+
+
+# --------------------------------------------------------------------------------------------------- progress
+def _save_progress(state_dir: Path, cfg: PruneConfig, model: nn.Module, pruned, records, done: int, meta) -> None:
+    from .models.checkpoint import save_checkpoint
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    name = f"model_{done:03d}.pt"
+    save_checkpoint(str(state_dir / name), model, dict(meta, pruned=pruned))
+    write_json(state_dir / "progress.json", {"fingerprint": cfg.fingerprint(), "done": done, "model": name,
+                                             "pruned": pruned, "records": records})
+    for old in state_dir.glob("model_*.pt"):  # the previous unit's model is superseded once progress.json names this
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def _load_progress(state_dir: Path, cfg: PruneConfig, model: nn.Module):
+    from .models.checkpoint import load_model
+
+    path = state_dir / "progress.json"
+    if not path.exists():
+        return model, {}, [], 0
+    st = read_json(path, "pipeline progress")
+    if st.get("fingerprint") != cfg.fingerprint():
+        raise EvopruneError(f"cannot resume '{state_dir.parent}': it was made with a different configuration; "
+                            "use the same options, or --overwrite to start over")
+    loaded, _ = load_model(str(state_dir / st["model"]))
+    return loaded.to(_device_of(model)), dict(st["pruned"]), list(st["records"]), int(st["done"])

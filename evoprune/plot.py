@@ -1,0 +1,184 @@
+"""Figures for strategy comparisons: Pareto fronts and convergence curves (matplotlib, Agg canvas).
+
+Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas, never through ``pyplot``: no global
+state, no display needed, and a user's interactive backend is left alone. Every function returns the figure and
+draws on ``ax`` when one is given, so other commands (and notebooks) can compose them.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from evoprune.errors import EvopruneError
+
+# Colour-blind-safe cycle (Okabe-Ito), then markers so series differ in print too.
+COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+def new_figure(width: float = 6.4, height: float = 4.6) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def is_error(name: str) -> bool:
+    return "error" in name.lower() or name.lower() in ("err", "top1_err", "top1-err")
+
+
+def axis_label(name: str, accuracy: bool = False) -> str:
+    """A readable axis label for an objective name (units where the name implies them)."""
+    low = name.lower()
+    if accuracy and is_error(name):
+        return "accuracy (%)"
+    if "mac" in low:
+        return f"{name} (fraction of the unpruned model)" if "frac" in low or "ratio" in low else name
+    return name.replace("_", " ")
+
+
+def transform(values: np.ndarray, name: str, accuracy: bool) -> np.ndarray:
+    """Raw objective values -> plotted values (error -> accuracy in % when ``accuracy``)."""
+    v = np.asarray(values, dtype=float)
+    return 100.0 * (1.0 - v) if accuracy and is_error(name) else v
+
+
+def _style(i: int) -> Dict[str, Any]:
+    return {"color": COLORS[i % len(COLORS)], "marker": MARKERS[i % len(MARKERS)]}
+
+
+def plot_fronts(fronts: Mapping[str, np.ndarray], objectives: Sequence[str], *,
+                true_front: Optional[np.ndarray] = None, reference: Optional[Mapping[str, np.ndarray]] = None,
+                accuracy: bool = False, title: Optional[str] = None, axes: Tuple[int, int] = (0, 1),
+                ax: Any = None) -> Figure:
+    """Pareto fronts of several strategies on one axes (objective ``axes[0]`` on x, ``axes[1]`` on y).
+
+    ``fronts``: ``{label: [F, n_obj] raw objective values}``; ``true_front``: drawn as a grey line;
+    ``reference``: ``{name: [P, n_obj]}`` named points (one point: a star; several: a dashed series, e.g. an L1
+    sweep); ``accuracy``: plot ``100 * (1 - error)`` for objectives named like an error.
+    """
+    fig = ax.figure if ax is not None else new_figure()
+    ax = ax if ax is not None else fig.add_subplot()
+    i, j = axes
+    xn, yn = objectives[i], objectives[j]
+    if true_front is not None and len(true_front):
+        tf = np.asarray(true_front, dtype=float)
+        tf = tf[np.argsort(tf[:, i], kind="stable")]
+        ax.plot(transform(tf[:, i], xn, accuracy), transform(tf[:, j], yn, accuracy), color="0.55", lw=1.5,
+                ls="-", marker=".", ms=3, label="true front", zorder=1)
+    for k, (label, F) in enumerate(fronts.items()):
+        F = np.asarray(F, dtype=float).reshape(-1, len(objectives))
+        if not len(F):
+            continue
+        F = F[np.argsort(F[:, i], kind="stable")]
+        st = _style(k)
+        ax.plot(transform(F[:, i], xn, accuracy), transform(F[:, j], yn, accuracy), ls="-", lw=1.0, ms=5,
+                alpha=0.9, label=f"{label} ({len(F)} pts)", zorder=3 + k, **st)
+    for k, (name, pts) in enumerate((reference or {}).items()):
+        P = np.asarray(pts, dtype=float).reshape(-1, len(objectives))
+        x, y = transform(P[:, i], xn, accuracy), transform(P[:, j], yn, accuracy)
+        if len(P) == 1:
+            ax.plot(x, y, ls="none", marker="*", ms=13, color="black", mec="white", zorder=10, label=name)
+            ax.annotate(name, (x[0], y[0]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        else:
+            order = np.argsort(x, kind="stable")
+            ax.plot(x[order], y[order], ls="--", lw=1.2, marker="x", ms=6, color="0.2", zorder=9, label=name)
+    ax.set_xlabel(axis_label(xn, accuracy))
+    ax.set_ylabel(axis_label(yn, accuracy))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    ax.set_title(title or "Pareto fronts", fontsize=11)
+    return fig
+
+
+def plot_convergence(curves: Mapping[str, Tuple[np.ndarray, np.ndarray]], *, ylabel: str,
+                     xlabel: str = "fitness evaluations", title: Optional[str] = None,
+                     optimum: Optional[float] = None, log_y: bool = False, ax: Any = None) -> Figure:
+    """Mean curve +- one standard deviation (band) over seeds for each strategy.
+
+    ``curves``: ``{label: (evaluations [T], values [S, T])}`` -- one row per seed on a common evaluation grid.
+    """
+    fig = ax.figure if ax is not None else new_figure()
+    ax = ax if ax is not None else fig.add_subplot()
+    for k, (label, (x, Y)) in enumerate(curves.items()):
+        Y = np.atleast_2d(np.asarray(Y, dtype=float))
+        x = np.asarray(x, dtype=float)
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(Y, axis=0)
+            std = np.nanstd(Y, axis=0, ddof=1) if len(Y) > 1 else np.zeros_like(mean)
+        st = _style(k)
+        n = len(Y)
+        ax.plot(x, mean, color=st["color"], lw=1.8, label=f"{label} (mean of {n} seed{'s' if n != 1 else ''})")
+        if n > 1:
+            ax.fill_between(x, mean - std, mean + std, color=st["color"], alpha=0.18, lw=0)
+    if optimum is not None and math.isfinite(optimum):
+        ax.axhline(optimum, color="0.3", ls=":", lw=1.2, label=f"optimum ({optimum:.4g})")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    ax.set_title(title or "Convergence (band: ± 1 std over seeds)", fontsize=11)
+    return fig
+
+
+def save_figure(fig: Figure, stem: Any, formats: Sequence[str] = ("png", "svg"), dpi: int = 150) -> List[Path]:
+    """Write ``stem.<fmt>`` for every format, atomically; returns the paths."""
+    from evoprune.io import atomic_write_bytes
+
+    paths = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi)
+        path = Path(f"{stem}.{fmt}")
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    return paths
+
+
+def load_reference_points(path: Any, objectives: Sequence[str]) -> Dict[str, np.ndarray]:
+    """Read named reference points from JSON.
+
+    Format: ``{"name": point_or_series, ...}`` where a point is ``[v1, v2, ...]`` (one value per objective, raw
+    units, in the problem's objective order) or ``{"objective name": value, ...}``, and a series (e.g. an L1
+    sweep) is a list of points. Example::
+
+        {"unpruned": {"error": 0.062, "macs": 1.0},
+         "L1 sweep": [{"error": 0.07, "macs": 0.7}, {"error": 0.09, "macs": 0.5}]}
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise EvopruneError(f"reference points file '{path}' does not exist")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvopruneError(f"reference points file '{path}' is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not data:
+        raise EvopruneError(f"reference points file '{path}' must be a JSON object {{name: point or [points]}}")
+    out: Dict[str, np.ndarray] = {}
+    for name, value in data.items():
+        pts = value if isinstance(value, list) and value and isinstance(value[0], (list, dict)) else [value]
+        rows = [_point(name, v, objectives, path) for v in pts]
+        out[str(name)] = np.asarray(rows, dtype=float)
+    return out
+
+
+def _point(name: str, v: Any, objectives: Sequence[str], path: Any) -> List[float]:
+    if isinstance(v, dict):
+        missing = [o for o in objectives if o not in v]
+        if missing:
+            raise EvopruneError(f"reference point '{name}' in '{path}' lacks {', '.join(missing)}; "
+                                f"give every objective: {', '.join(objectives)}")
+        v = [v[o] for o in objectives]
+    if not isinstance(v, list) or len(v) != len(objectives) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise EvopruneError(f"reference point '{name}' in '{path}' must be {len(objectives)} numbers "
+                            f"({', '.join(objectives)}) or an object with those keys")
+    return [float(x) for x in v]

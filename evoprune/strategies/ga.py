@@ -1,0 +1,371 @@
+"""The paper's genetic algorithm: a generational GA over binary channel masks with elitism.
+
+Each generation: keep the ``elite`` best individuals; select ``pop_size - elite`` parents; pair them and cross each
+pair with probability ``cxpb``; mutate each child with probability ``mutpb``; repair (a no-op after
+cardinality-preserving operators); score only the children that differ from their parent, as one batched call; the
+hall of fame keeps the ``hof_size`` best distinct genomes ever scored. The run stops when the evaluation budget is
+spent (exactly: the last generation may be scored only in part), after ``generations`` generations, after
+``stagnation`` generations without a better genome, or when ``callback`` returns True.
+
+The loop works on the population as one 2-D bool array and the fitness as a float array, using the operators'
+vectorised ``batch`` twins (user operators without one are applied row by row and their outputs checked); DEAP
+supplies the Logbook and Statistics. Randomness comes from one numpy Generator (and Python's ``random`` for DEAP
+operators a user may plug in), both seeded from ``seed`` and saved in checkpoints, so a resumed run is bit-identical
+to an uninterrupted one.
+
+Defaults (from ``benchmarks/ga_operators.py``, planted k-subset QP, n=512, k=256, 10 seeds; see the README):
+
+* ``crossover="cardinality"``, ``mutation="swap"`` for fixed-k problems: the only pair that never needs repair,
+  and the best in the benchmark; free-cardinality problems default to ``uniform`` + ``flip`` (the problem's
+  ``default_operators``).
+* ``selection="tournament"`` (size 3) rather than the paper's roulette wheel: fitness-proportional selection on
+  windowed fitness loses its pressure once the population's errors are close together (the normal case late in a
+  run: the spread shrinks while the mean gap to the best stays small), and the benchmark shows roulette converging
+  far more slowly. Roulette with elitism remains available as ``selection="roulette"`` for paper-faithful runs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+from deap import tools
+
+from evoprune.errors import EvopruneError
+from evoprune.registry import STRATEGIES
+
+from .base import BudgetedEvaluator, BudgetExhausted, Result, rng_state, seeded_rngs, set_rng_state, timer
+from .checkpoint import load_state, save_state
+
+GA_DEFAULTS: Dict[str, Any] = {
+    "pop_size": 100,
+    "cxpb": 0.9,
+    "mutpb": 1.0,
+    "crossover": "cardinality",
+    "mutation": "swap",
+    "selection": "tournament",
+    "init": "random-k",
+    "elite": 2,
+    "stagnation": 50,
+    "hof_size": 10,
+}
+"""Defaults for fixed-k problems; ``None`` arguments fall back to ``problem.default_operators`` first."""
+
+_NO_PROGRESS_LIMIT = 1000  # generations without a single new evaluation: variation has nothing left to change
+_LOG_FIELDS = ("gen", "nevals", "min", "avg", "max")
+_CKPT_VERSION = 1
+
+
+def _stats() -> tools.Statistics:
+    stats = tools.Statistics()  # applied to the raw first objective of every individual
+    stats.register("min", lambda v: float(np.min(v)))
+    stats.register("avg", lambda v: float(np.mean(v)))
+    stats.register("max", lambda v: float(np.max(v)))
+    return stats
+
+
+def _logbook(rows: np.ndarray) -> tools.Logbook:
+    lb = tools.Logbook()
+    lb.header = list(_LOG_FIELDS)
+    for r in rows:
+        lb.record(gen=int(r[0]), nevals=int(r[1]), min=float(r[2]), avg=float(r[3]), max=float(r[4]))
+    return lb
+
+
+def _label(op: Any) -> Any:
+    return op if isinstance(op, str) or op is None else getattr(op, "__qualname__", repr(op))
+
+
+def _check_params(pop_size: int, cxpb: float, mutpb: float, elite: int, stagnation: Optional[int],
+                  generations: Optional[int], hof_size: int, checkpoint_every: int) -> None:
+    def integer(name: str, v: Any, lo: int, extra: str = "") -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise EvopruneError(f"ga: {name} must be an integer >= {lo}{extra}, got {v!r}")
+
+    integer("pop_size", pop_size, 2)
+    integer("elite", elite, 0)
+    if elite >= pop_size:
+        raise EvopruneError(f"ga: elite ({elite}) must be smaller than pop_size ({pop_size})")
+    integer("hof_size", hof_size, 1)
+    integer("checkpoint_every", checkpoint_every, 1)
+    if stagnation is not None:
+        integer("stagnation", stagnation, 1, " (or None to disable)")
+    if generations is not None:
+        integer("generations", generations, 0, " (or None: until the budget is spent)")
+    for name, p in (("cxpb", cxpb), ("mutpb", mutpb)):
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0.0 <= float(p) <= 1.0:
+            raise EvopruneError(f"ga: {name} must be a probability in [0, 1], got {p!r}")
+
+
+class _HallOfFame:
+    """The ``size`` best distinct genomes seen, best first (ties: the earlier one first). Genomes compare by value
+    (``np.array_equal`` semantics, via their packed bytes), so copies never take two places."""
+
+    def __init__(self, size: int, weight: float, n: int, n_obj: int) -> None:
+        self.size, self.weight = size, weight
+        self.genomes = np.zeros((0, n), dtype=bool)
+        self.fitness = np.zeros((0, n_obj))
+
+    def update(self, genomes: np.ndarray, fitness: np.ndarray) -> None:
+        if not len(genomes):
+            return
+        w = fitness[:, 0] * self.weight
+        if len(self.genomes) == self.size:
+            better = w > self.fitness[-1, 0] * self.weight
+            if not better.any():
+                return
+            genomes, fitness, w = genomes[better], fitness[better], w[better]
+        all_g = np.concatenate([self.genomes, genomes])
+        all_f = np.concatenate([self.fitness, fitness])
+        all_w = np.concatenate([self.fitness[:, 0] * self.weight, w])
+        order = np.argsort(-all_w, kind="stable")
+        packed = np.packbits(all_g, axis=1)
+        seen, keep = set(), []
+        for i in order:
+            key = packed[i].tobytes()
+            if key in seen:
+                continue
+            seen.add(key)
+            keep.append(i)
+            if len(keep) == self.size:
+                break
+        self.genomes, self.fitness = all_g[keep], all_f[keep]
+
+    @property
+    def best_w(self) -> float:
+        return float(self.fitness[0, 0] * self.weight) if len(self.fitness) else -math.inf
+
+
+@STRATEGIES.register("ga", doc="the paper's generational GA with elitism (cardinality crossover + swap mutation)")
+def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[..., Any]] = None, *,
+       pop_size: int = GA_DEFAULTS["pop_size"], cxpb: float = GA_DEFAULTS["cxpb"],
+       mutpb: float = GA_DEFAULTS["mutpb"], crossover: Any = None, mutation: Any = None, selection: Any = None,
+       init: Any = None, elite: int = GA_DEFAULTS["elite"], stagnation: Optional[int] = GA_DEFAULTS["stagnation"],
+       generations: Optional[int] = None, hof_size: int = GA_DEFAULTS["hof_size"],
+       crossover_kw: Optional[dict] = None, mutation_kw: Optional[dict] = None,
+       selection_kw: Optional[dict] = None, init_kw: Optional[dict] = None,
+       checkpoint: Any = None, checkpoint_every: int = 1, map_fn: Optional[Callable] = None) -> Result:
+    """Run the GA on a single-objective binary ``problem`` for at most ``budget`` evaluations.
+
+    Operators are names (``"swap"``), ``"module:name"`` / ``"file.py:name"`` specs or callables; ``None`` means the
+    problem's ``default_operators`` (else :data:`GA_DEFAULTS`). ``*_kw`` are passed to the operator (e.g.
+    ``mutation_kw={"n_swaps": 2}``, ``selection_kw={"tournsize": 5}``). ``callback(gen, population, fitness)`` runs
+    after every generation (gen 0 = the initial population) with copies of the arrays; returning True stops the run.
+    ``checkpoint``: a path; state is saved every ``checkpoint_every`` generations and at the end, and a run started
+    with an existing checkpoint resumes from it (a finished one returns its result). ``map_fn(fn, chunks)`` scores
+    population chunks in parallel, order kept.
+    """
+    from evoprune.operators import get_operator
+
+    clock = timer()
+    _check_params(pop_size, cxpb, mutpb, elite, stagnation, generations, hof_size, checkpoint_every)
+    n_obj = len(problem.objectives)
+    if n_obj != 1:
+        raise EvopruneError(f"ga is single-objective but problem '{problem.name}' has {n_obj} objectives "
+                            f"{tuple(problem.objectives)}; use strategy 'nsga2'")
+    if getattr(problem, "encoding", "binary") != "binary":
+        raise EvopruneError(f"ga works on binary genomes but problem '{problem.name}' is {problem.encoding}; "
+                            "use strategy 'cmaes'")
+    n, k = int(problem.n_var), getattr(problem, "k", None)
+    weight = float(problem.weights[0])
+    defaults = dict(GA_DEFAULTS)
+    defaults.update({kk: v for kk, v in (getattr(problem, "default_operators", {}) or {}).items() if v})
+    names = {"init": init or defaults["init"], "crossover": crossover or defaults["crossover"],
+             "mutation": mutation or defaults["mutation"], "selection": selection or defaults["selection"]}
+    ops = {kind: get_operator(kind, nm) for kind, nm in names.items()}
+    kws = {"init": dict(init_kw or {}), "crossover": dict(crossover_kw or {}), "mutation": dict(mutation_kw or {}),
+           "selection": dict(selection_kw or {})}
+    params: Dict[str, Any] = {
+        "budget": int(budget), "pop_size": int(pop_size), "cxpb": float(cxpb), "mutpb": float(mutpb),
+        "elite": int(elite), "stagnation": stagnation, "generations": generations, "hof_size": int(hof_size),
+        **{kind: _label(nm) for kind, nm in names.items()},
+        **{f"{kind}_kw": kw for kind, kw in kws.items() if kw},
+    }
+
+    rng = seeded_rngs(int(seed))
+    ev = BudgetedEvaluator(problem, int(budget), map_fn=map_fn)
+    hof = _HallOfFame(int(hof_size), weight, n, 1)
+    stats = _stats()
+    log_rows: List[Tuple[float, ...]] = []
+    wall_before = 0.0
+
+    def evaluate(rows: np.ndarray) -> Tuple[np.ndarray, bool]:
+        """Fitness of the first m rows (m = len(rows) unless the budget ran out) and whether it ran out."""
+        before = ev.used
+        try:
+            return ev.evaluate(rows), False
+        except BudgetExhausted:
+            got = ev.used - before
+            return (ev.history()[1][-got:] if got else np.zeros((0, 1))), True
+
+    def record(gen: int, nevals: int, fit: np.ndarray) -> None:
+        rec = stats.compile(fit[:, 0])
+        log_rows.append((gen, nevals, rec["min"], rec["avg"], rec["max"]))
+
+    def save(gen: int, pop: np.ndarray, fit: np.ndarray, stall: int, idle: int, reason: Optional[str]) -> None:
+        st = ev.state()
+        save_state(checkpoint, {
+            "version": _CKPT_VERSION, "strategy": "ga", "problem": problem.name, "n_var": n, "seed": int(seed),
+            "params": params, "gen": gen, "stall": stall, "idle": idle, "stop_reason": reason,
+            "finished": reason is not None, "wall_time": wall_before + clock(), "rng": rng_state(rng),
+            "used": int(st["used"]),
+            "population": np.packbits(pop, axis=1), "fitness": np.asarray(fit, dtype=float),
+            "hof_genomes": np.packbits(hof.genomes, axis=1), "hof_fitness": hof.fitness,
+            "logbook": np.asarray(log_rows, dtype=float).reshape(-1, len(_LOG_FIELDS)),
+            "history_genomes": np.packbits(np.asarray(st["genomes"], dtype=bool).reshape(-1, n), axis=1),
+            "history_fitness": np.asarray(st["fitness"], dtype=float).reshape(-1, 1),
+        })
+
+    def result(reason: Optional[str], gen: int, wall: float) -> Result:
+        hg, hf = ev.history()
+        return Result(
+            strategy="ga", problem=problem.name, seed=int(seed), best_genome=hof.genomes[0].copy(),
+            best_fitness=hof.fitness[0].copy(), front_genomes=hof.genomes.copy(), front_fitness=hof.fitness.copy(),
+            evaluations=ev.used, wall_time=wall, logbook=_logbook(np.asarray(log_rows).reshape(-1, 5)),
+            history_genomes=np.asarray(hg, dtype=bool), history_fitness=np.asarray(hf, dtype=float),
+            params={**params, "generations_run": gen, "stop_reason": reason},
+        )
+
+    # ---------------------------------------------------------------------------------------- start or resume
+    state = load_state(checkpoint) if checkpoint is not None else None
+    if state is not None:
+        _check_checkpoint(checkpoint, state, problem, n, seed, params)
+        unpack = lambda a: np.unpackbits(np.asarray(a, dtype=np.uint8), axis=1, count=n).astype(bool)  # noqa: E731
+        ev.load_state({"used": int(state["used"]), "genomes": unpack(state["history_genomes"]),
+                       "fitness": np.asarray(state["history_fitness"], dtype=float)})
+        hof.genomes, hof.fitness = unpack(state["hof_genomes"]), np.asarray(state["hof_fitness"], dtype=float)
+        log_rows = [tuple(r) for r in np.asarray(state["logbook"], dtype=float)]
+        set_rng_state(rng, state["rng"])
+        wall_before = float(state["wall_time"])
+        gen, stall, idle = int(state["gen"]), int(state["stall"]), int(state["idle"])
+        pop, fit = unpack(state["population"]), np.asarray(state["fitness"], dtype=float)
+        if state["finished"]:
+            return result(state["stop_reason"], gen, wall_before)
+        reason: Optional[str] = None
+    else:
+        gen, stall, idle = 0, 0, 0
+        pop = problem.repair(_init(ops["init"], pop_size, n, k, rng, problem, kws["init"]), rng)
+        fit, exhausted = evaluate(pop)
+        pop = pop[: len(fit)]
+        hof.update(pop, fit)
+        record(0, len(fit), fit)
+        reason = _stop_reason(exhausted or ev.remaining == 0, stall, idle, gen, stagnation, generations)
+        reason = _after_generation(reason, gen, pop, fit, callback, checkpoint, checkpoint_every,
+                                   lambda r: save(gen, pop, fit, stall, idle, r))
+
+    # ------------------------------------------------------------------------------------------- generations
+    n_off = int(pop_size) - int(elite)
+    while reason is None:
+        gen += 1
+        prev_best = hof.best_w
+        order = np.argsort(-(fit[:, 0] * weight), kind="stable")
+        elites = order[: int(elite)]
+        parents = np.asarray(ops["selection"](fit[:, 0] * weight, n_off, rng=rng, **kws["selection"]))
+        off = _vary(pop[parents], ops, kws, cxpb, mutpb, rng)
+        off = problem.repair(off, rng)
+        off_fit = fit[parents].copy()
+        changed = np.flatnonzero(np.any(off != pop[parents], axis=1))
+        exhausted = False
+        if len(changed):
+            new_fit, exhausted = evaluate(off[changed])
+            scored = changed[: len(new_fit)]
+            off_fit[scored] = new_fit
+            hof.update(off[scored], new_fit)
+            if exhausted:  # the budget ran out inside this generation: unscored children are dropped
+                keep = np.ones(len(off), dtype=bool)
+                keep[changed[len(new_fit):]] = False
+                off, off_fit = off[keep], off_fit[keep]
+            nevals = len(new_fit)
+        else:
+            nevals = 0
+        pop = np.concatenate([pop[elites], off])
+        fit = np.concatenate([fit[elites], off_fit])
+        stall = 0 if hof.best_w > prev_best else stall + 1
+        idle = 0 if nevals else idle + 1
+        record(gen, nevals, fit)
+        reason = _stop_reason(exhausted or ev.remaining == 0, stall, idle, gen, stagnation, generations)
+        reason = _after_generation(reason, gen, pop, fit, callback, checkpoint, checkpoint_every,
+                                   lambda r: save(gen, pop, fit, stall, idle, r))
+    return result(reason, gen, wall_before + clock())
+
+
+def _init(op: Callable, size: int, n: int, k: Optional[int], rng: np.random.Generator, problem: Any,
+          kw: Dict[str, Any]) -> np.ndarray:
+    out = op(int(size), n, k, rng=rng, importance=getattr(problem, "importance", None), **kw)
+    return np.asarray(out, dtype=bool)
+
+
+def _vary(off: np.ndarray, ops: Dict[str, Any], kws: Dict[str, Dict[str, Any]], cxpb: float, mutpb: float,
+          rng: np.random.Generator) -> np.ndarray:
+    """Crossover of consecutive pairs with probability ``cxpb``, then mutation of each row with probability
+    ``mutpb``; returns new rows (``off`` is a fresh copy owned by the caller)."""
+    m = len(off)
+    cx_rows = np.flatnonzero(rng.random(m // 2) < cxpb)
+    if len(cx_rows):
+        a, b = 2 * cx_rows, 2 * cx_rows + 1
+        op = ops["crossover"]
+        batch = getattr(op, "batch", None)
+        if batch is not None:
+            c, d = batch(off[a], off[b], rng=rng, **kws["crossover"])
+            off[a], off[b] = c, d
+        else:
+            for i, j in zip(a, b):
+                c, d = op(off[i].copy(), off[j].copy(), rng=rng, **kws["crossover"])
+                off[i], off[j] = np.asarray(c, dtype=bool), np.asarray(d, dtype=bool)
+    mut_rows = np.flatnonzero(rng.random(m) < mutpb)
+    if len(mut_rows):
+        op = ops["mutation"]
+        batch = getattr(op, "batch", None)
+        if batch is not None:
+            off[mut_rows] = batch(off[mut_rows], rng=rng, **kws["mutation"])
+        else:
+            for i in mut_rows:
+                (c,) = op(off[i].copy(), rng=rng, **kws["mutation"])
+                off[i] = np.asarray(c, dtype=bool)
+    return off
+
+
+def _stop_reason(exhausted: bool, stall: int, idle: int, gen: int, stagnation: Optional[int],
+                 generations: Optional[int]) -> Optional[str]:
+    if exhausted:
+        return "budget"
+    if stagnation is not None and stall >= stagnation:
+        return "stagnation"
+    if generations is not None and gen >= generations:
+        return "generations"
+    if idle >= _NO_PROGRESS_LIMIT:
+        return "no-progress"
+    return None
+
+
+def _after_generation(reason: Optional[str], gen: int, pop: np.ndarray, fit: np.ndarray,
+                      callback: Optional[Callable], checkpoint: Any, every: int,
+                      save: Callable[[Optional[str]], None]) -> Optional[str]:
+    """Checkpoint (periodic, before the callback so a crash inside it loses nothing), then the callback, then
+    the final checkpoint if the run stops here."""
+    if checkpoint is not None and reason is None and gen % every == 0:
+        save(None)
+    if callback is not None and callback(gen, pop.copy(), fit.copy()) and reason is None:
+        reason = "callback"
+    if checkpoint is not None and reason is not None:
+        save(reason)
+    return reason
+
+
+def _check_checkpoint(path: Any, state: Dict[str, Any], problem: Any, n: int, seed: int,
+                      params: Dict[str, Any]) -> None:
+    from evoprune.io import to_jsonable
+
+    if state.get("strategy") != "ga" or int(state.get("version", -1)) != _CKPT_VERSION:
+        raise EvopruneError(f"checkpoint '{path}' was not written by this version of the ga strategy; remove it")
+    mismatch = []
+    if state.get("problem") != problem.name or int(state.get("n_var", -1)) != n:
+        mismatch.append(f"problem {state.get('problem')!r} != {problem.name!r}")
+    if int(state.get("seed", -1)) != int(seed):
+        mismatch.append(f"seed {state.get('seed')} != {seed}")
+    saved, now = state.get("params", {}), to_jsonable(params)
+    mismatch += [f"{key} {saved.get(key)!r} != {now.get(key)!r}" for key in sorted(set(saved) | set(now))
+                 if saved.get(key) != now.get(key)]
+    if mismatch:
+        raise EvopruneError(f"checkpoint '{path}' belongs to a different run ({'; '.join(mismatch)}); "
+                            "remove it or rerun with the same settings")
