@@ -322,8 +322,9 @@ def _average_ranks(scores: np.ndarray, higher_is_better: bool) -> np.ndarray:
 def rank_table(scores: Mapping[str, Mapping[int, float]], higher_is_better: bool) -> Dict[str, Dict[str, float]]:
     """Rank strategies from per-seed scores ``{strategy: {seed: score}}``.
 
-    ``mean_rank``: the strategy's rank among all strategies on the same seed, averaged over the seeds every
-    strategy has (Friedman-style); ``rank``: position when ordering by ``mean_rank`` then by the mean score.
+    ``rank``: position when ordering by the mean score over seeds (ties: by ``mean_rank``); ``mean_rank``: the
+    strategy's rank among all strategies on the same seed, averaged over the seeds every strategy has (the
+    Friedman-test statistic; seeds pair runs only by their number, so read it as a robustness hint next to the mean).
     """
     names = list(scores)
     if not names:
@@ -338,14 +339,15 @@ def rank_table(scores: Mapping[str, Mapping[int, float]], higher_is_better: bool
     means = np.asarray([aggregate(list(scores[n].values()))["mean"] for n in names])
     key_mean = np.where(np.isfinite(means), -means if higher_is_better else means, np.inf)
     key_rank = np.where(np.isfinite(mean_rank), mean_rank, np.inf)
-    order = np.lexsort((key_mean, key_rank))
+    order = np.lexsort((key_rank, key_mean))
     table: Dict[str, Dict[str, float]] = {}
     for pos, i in enumerate(order, start=1):
         table[names[i]] = {"rank": pos, "mean_rank": float(mean_rank[i]), "seeds_ranked": len(common)}
     return table
 
 
-def summarize(results: Mapping[str, Sequence[Any]], problem: Any, ref: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+def summarize(results: Mapping[str, Sequence[Any]], problem: Any,
+              ref: Optional[Sequence[float]] = None) -> Dict[str, Any]:
     """Compare strategies on one problem: ``{strategy: [Result per seed]}`` -> a JSON-friendly summary.
 
     Keys: ``problem``, ``objectives``, ``primary`` (ranking indicator) and ``higher_is_better``, ``reference_point``

@@ -79,7 +79,7 @@ def plot_fronts(fronts: Mapping[str, np.ndarray], objectives: Sequence[str], *,
         F = F[np.argsort(F[:, i], kind="stable")]
         st = _style(k)
         ax.plot(transform(F[:, i], xn, accuracy), transform(F[:, j], yn, accuracy), ls="-", lw=1.0, ms=5,
-                alpha=0.9, label=f"{label} ({len(F)} pts)", zorder=3 + k, **st)
+                alpha=0.9, label=label, zorder=3 + k, **st)
     for k, (name, pts) in enumerate((reference or {}).items()):
         P = np.asarray(pts, dtype=float).reshape(-1, len(objectives))
         x, y = transform(P[:, i], xn, accuracy), transform(P[:, j], yn, accuracy)
@@ -93,7 +93,7 @@ def plot_fronts(fronts: Mapping[str, np.ndarray], objectives: Sequence[str], *,
     ax.set_ylabel(axis_label(yn, accuracy))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best", framealpha=0.85)
-    ax.set_title(title or "Pareto fronts", fontsize=11)
+    ax.set_title(_wrap(title or "Pareto fronts"), fontsize=10)
     return fig
 
 
@@ -117,16 +117,24 @@ def plot_convergence(curves: Mapping[str, Tuple[np.ndarray, np.ndarray]], *, yla
         ax.plot(x, mean, color=st["color"], lw=1.8, label=f"{label} (mean of {n} seed{'s' if n != 1 else ''})")
         if n > 1:
             ax.fill_between(x, mean - std, mean + std, color=st["color"], alpha=0.18, lw=0)
-    if optimum is not None and math.isfinite(optimum):
-        ax.axhline(optimum, color="0.3", ls=":", lw=1.2, label=f"optimum ({optimum:.4g})")
+    if optimum is not None and math.isfinite(optimum) and curves:
+        xs = np.concatenate([np.asarray(x, dtype=float) for x, _ in curves.values()])
+        # a plotted segment (not axhline) so autoscaling keeps the optimum in view
+        ax.plot([xs.min(), xs.max()], [optimum, optimum], color="0.3", ls=":", lw=1.4, label=f"optimum ({optimum:.4g})")
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best", framealpha=0.85)
-    ax.set_title(title or "Convergence (band: ± 1 std over seeds)", fontsize=11)
+    ax.legend(fontsize=8, loc="best", framealpha=0.85, title="shaded: ± 1 std over seeds", title_fontsize=8)
+    ax.set_title(_wrap(title or "Convergence"), fontsize=10)
     return fig
+
+
+def _wrap(text: str, width: int = 70) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def save_figure(fig: Figure, stem: Any, formats: Sequence[str] = ("png", "svg"), dpi: int = 150) -> List[Path]:

@@ -76,8 +76,8 @@ def get_operator(kind: str, name: Any) -> Callable:
             fn, label = OPERATORS.get(name), name
         else:
             key = name if name.startswith(kind + ".") else f"{kind}.{name}"
-            if key in OPERATORS:
-                return OPERATORS[key]
+            if key in OPERATORS:  # built-in, or registered by a user (then checked below like any user operator)
+                return _finish(kind, OPERATORS[key], name)
             other = [k for k in KINDS if k != kind and (name.startswith(k + ".") or f"{k}.{name}" in OPERATORS)]
             if other:
                 raise EvopruneError(
@@ -91,6 +91,10 @@ def get_operator(kind: str, name: Any) -> Callable:
             )
     else:
         raise EvopruneError(f"{kind} operator must be a name or a callable, got {name!r}")
+    return _finish(kind, fn, label)
+
+
+def _finish(kind: str, fn: Any, label: str) -> Callable:
     if not callable(fn):
         raise EvopruneError(f"{kind} operator '{label}' is a {type(fn).__name__}, not a function; point to a function")
     declared = getattr(fn, "kind", kind)

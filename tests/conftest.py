@@ -1,8 +1,12 @@
 import os
-from pathlib import Path
 
-import pytest
-import torch
+# numpy's OpenBLAS reads this at import (torch imports numpy): 2 BLAS threads on a shared 2-core machine make small
+# matrix products ~20x slower
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 ROOT = Path(__file__).resolve().parents[1]

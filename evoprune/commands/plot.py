@@ -50,7 +50,8 @@ def collect_runs(paths: Sequence[str]) -> List[_Run]:
         if (p / "result.json").is_file():
             found = [p]
         else:
-            found = sorted({r.parent for r in p.glob("*/seed*/result.json")} | {r.parent for r in p.glob("*/result.json")})
+            found = sorted({r.parent for r in p.glob("*/seed*/result.json")}
+                           | {r.parent for r in p.glob("*/result.json")})
         if not found:
             raise EvopruneError(f"'{raw}' holds no runs (no result.json in it or in */seed*/); "
                                 "give a search or compare output directory")
@@ -103,7 +104,8 @@ def fronts_figure(runs: List[_Run], reference: Optional[Dict[str, np.ndarray]], 
     for label, rs in _by_label(runs).items():
         hvs = np.asarray([hypervolume(r.front, ref, prob.weights) for r in rs])
         med = rs[int(np.argsort(hvs, kind="stable")[(len(rs) - 1) // 2])]
-        name = label if len(rs) == 1 else f"{label}, seed {med.seed} (median hv of {len(rs)})"
+        name = f"{label} ({len(med.front)} points)" if len(rs) == 1 else \
+            f"{label}: seed {med.seed}, median hv of {len(rs)} ({len(med.front)} points)"
         fronts[name] = med.front
         chosen[label] = {"seed": med.seed, "hv": float(hypervolume(med.front, ref, prob.weights))}
     fig = plot_fronts(fronts, prob.objectives, true_front=prob.true_front, reference=reference, accuracy=accuracy,
@@ -137,7 +139,7 @@ def convergence_figure(runs: List[_Run], title: Optional[str], points: int = 100
         ylabel = f"best {axis_label(prob.objectives[0])} so far ({sense})"
     optimum = None if multi or prob.optimum is None else float(np.ravel(prob.optimum)[0])
     fig = plot_convergence(curves, ylabel=ylabel, optimum=optimum,
-                           title=title or f"Convergence on {prob.name} (band: ± 1 std over seeds)")
+                           title=title or f"Convergence on {prob.name}")
     return fig, {"grid_points": int(len(grid)), "indicator": "hv" if multi else "best",
                  **({"reference_point": np.asarray(ref).tolist()} if multi else {})}
 

@@ -65,7 +65,8 @@ def parse_pairs(pairs: Iterable[str], option: str) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for item in pairs or ():
         key, sep, value = str(item).partition("=")
-        key = key.strip().replace("-", "_")
+        scope, dot, pname = key.strip().rpartition(".")
+        key = scope + dot + pname.replace("-", "_")  # pop-size == pop_size; a scope (strategy name) keeps its dashes
         if not sep or not key:
             raise EvopruneError(f"{option} '{item}' must look like KEY=VALUE")
         if key in out:
@@ -115,12 +116,19 @@ def _accepts(fn: Callable, key: str) -> bool:
     return key in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
 
 
+def _names_param(fn: Callable, key: str) -> bool:
+    try:
+        return key in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def make_problem(name: str, params: Mapping[str, Any], seed: Optional[int] = 0,
-                 extra: Optional[Mapping[str, Any]] = None) -> Any:
+                 extra: Optional[Mapping[str, Any]] = None, device: Optional[str] = None) -> Any:
     """Build a problem from :data:`~evoprune.registry.PROBLEMS` (a factory or a ready object).
 
     ``params`` are the factory's keywords; ``seed`` is added when the factory takes one; ``extra`` (network
-    options) is passed only for the keys given (not None).
+    options) is passed only for the keys given (not None); ``device`` only to a factory with a ``device`` parameter.
     """
     from evoprune.registry import PROBLEMS
 
@@ -130,9 +138,11 @@ def make_problem(name: str, params: Mapping[str, Any], seed: Optional[int] = 0,
     for key, value in (extra or {}).items():
         if value is not None:
             if not _accepts(factory, key):
-                raise EvopruneError(f"problem '{name}' does not take --{key.replace('_', '-')}; "
-                                    "it is only for network problems")
+                raise EvopruneError(f"problem '{name}' does not take --{key.replace('_', '-')} "
+                                    "(network problems only)")
             kwargs[key] = value
+    if device is not None and callable(factory) and _names_param(factory, "device"):
+        kwargs["device"] = device  # only for factories that name it (network problems); benchmarks run on numpy
     if not callable(factory):
         if kwargs:
             raise EvopruneError(f"problem '{name}' is a ready object and takes no parameters; drop --param")
@@ -152,7 +162,17 @@ def make_problem(name: str, params: Mapping[str, Any], seed: Optional[int] = 0,
                             if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
                 raise EvopruneError(f"problem '{name}' cannot take {sorted(kwargs)} ({exc}); its parameters: "
                                     f"{', '.join(accepted) or 'none'}") from None
-        problem = factory(**kwargs)
+        try:
+            problem = factory(**kwargs)
+        except TypeError as exc:
+            # a factory taking **kw passes unknown keywords on; Python's message names the culprit
+            m = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+            if not m:
+                raise
+            bad = m.group(1)
+            what = f"--{bad.replace('_', '-')} (network problems only)" if bad in (extra or {}) else \
+                f"parameter '{bad}'"
+            raise EvopruneError(f"problem '{name}' does not take {what}; drop it or check the spelling") from None
     for attr in ("name", "n_var", "objectives", "weights", "sample", "repair", "evaluate"):
         if not hasattr(problem, attr):
             raise EvopruneError(f"problem '{name}' has no '{attr}'; see problems/base.py for the protocol")
@@ -330,7 +350,7 @@ def run_one(out: Path, strategy: str, problem: Any, budget: int, seed: int, para
     if (out / "result.json").exists():
         return load_result(out)
     write_json(out / "config.json", cfg)
-    write_json(out / "env.json", environment_info(None, seed))
+    write_json(out / "env.json", environment_info(cfg.get("device"), seed))
     weights = np.asarray(problem.weights, dtype=float)
     last = [-1e9]
     t0 = time.perf_counter()
@@ -347,6 +367,12 @@ def run_one(out: Path, strategy: str, problem: Any, budget: int, seed: int, para
                           checkpoint_every=checkpoint_every, **params)
     write_run(out, result, problem)
     return result
+
+
+def _require_problem(p: Mapping[str, Any]) -> None:
+    if not p.get("problem"):
+        raise EvopruneError("--problem is required (a name from 'evoprune list problems', or 'problem = ...' in "
+                            "--config)")
 
 
 def _shortcut_values(p: Mapping[str, Any]) -> Dict[str, Any]:
@@ -376,14 +402,17 @@ def _result_line(result: Any, problem: Any) -> str:
 
 def _problem_and_strategy_options(f: Callable) -> Callable:
     opts = [
-        click.option("--problem", required=True, help="Problem name (see 'evoprune list problems') or module:factory."),
+        click.option("--problem", default=None,
+                     help="Problem name (see 'evoprune list problems') or module:factory (required; may come from "
+                          "--config)."),
         click.option("--budget", default=2000, show_default=True, type=int, callback=positive,
                      help="Fitness evaluations per run (the same for every strategy)."),
         click.option("--param", "param", multiple=True, metavar="KEY=VALUE",
                      help="Problem factory parameter, repeatable (e.g. --param n=64 --param k=16)."),
         click.option("--strategy-param", "strategy_param", multiple=True, metavar="KEY=VALUE",
                      help="Strategy parameter, repeatable (e.g. sigma=0.3; in compare NAME.KEY=VALUE targets one)."),
-        click.option("--pop-size", default=None, type=int, callback=positive, help="Population size (lambda for CMA-ES)."),
+        click.option("--pop-size", default=None, type=int, callback=positive,
+                     help="Population size (lambda for CMA-ES, mu for MO-CMA-ES, batch for random)."),
         click.option("--crossover", default=None, help="Crossover operator name or module:name."),
         click.option("--mutation", default=None, help="Mutation operator name or module:name."),
         click.option("--selection", default=None, help="Selection operator name or module:name (GA)."),
@@ -407,8 +436,9 @@ def _problem_and_strategy_options(f: Callable) -> Callable:
 # -------------------------------------------------------------------------------------------------------- search
 @click.command("search")
 @_problem_and_strategy_options
-@click.option("--strategy", default="ga", show_default=True,
-              help="Strategy: ga, nsga2, cmaes, cmaes-1+l, mo-cmaes, random, or module:name.")
+@click.option("--strategy", default=None,
+              help="Strategy: ga, nsga2, cmaes, cmaes-1+l, mo-cmaes, random, or module:name "
+                   "(default: ga for one objective, nsga2 for several).")
 @run_options
 @click.pass_context
 @handle_errors
@@ -418,10 +448,15 @@ def search(ctx: click.Context, **params: Any) -> None:
     from evoprune.io import prepare_run_dir
     from evoprune.strategies import get_strategy
 
+    _require_problem(p)
     problem_params = parse_pairs(p["param"], "--param")
     given = parse_pairs(p["strategy_param"], "--strategy-param")
-    fn = get_strategy(p["strategy"])
-    problem = make_problem(p["problem"], problem_params, p["problem_seed"], _network_extra(p))
+    if p["strategy"] is not None:
+        fn = get_strategy(p["strategy"])  # an unknown name fails before the (maybe slow) problem is built
+    problem = make_problem(p["problem"], problem_params, p["problem_seed"], _network_extra(p), p["device"])
+    if p["strategy"] is None:
+        p["strategy"] = "nsga2" if len(problem.objectives) > 1 else "ga"
+        fn = get_strategy(p["strategy"])
     sparams = strategy_params(fn, p["strategy"], given, _shortcut_values(p), strict=True)
     validate_strategy(fn, p["strategy"], problem, p["budget"], sparams)
     cfg = {
@@ -516,10 +551,11 @@ def compare(ctx: click.Context, **params: Any) -> None:
     from evoprune.io import prepare_run_dir, write_json
     from evoprune.strategies import get_strategy
 
+    _require_problem(p)
     problem_params = parse_pairs(p["param"], "--param")
     given = parse_pairs(p["strategy_param"], "--strategy-param")
     seeds = parse_seeds(p["seeds"], p["seed"])
-    problem = make_problem(p["problem"], problem_params, p["problem_seed"], _network_extra(p))
+    problem = make_problem(p["problem"], problem_params, p["problem_seed"], _network_extra(p), p["device"])
     names = [s.strip() for s in p["strategies"].split(",") if s.strip()] if p["strategies"] else \
         default_strategies(problem)
     if not names:

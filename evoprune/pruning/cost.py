@@ -156,6 +156,11 @@ class CostModel:
         """Parameters of the model pruned by ``masks`` (== sum of p.numel() of the pruned model)."""
         return self.params_counts(self.counts(masks))
 
+    def macs_params(self, masks: Masks) -> Tuple[int, int]:
+        """``(macs(masks), params(masks))`` with one validation."""
+        kt = self._kt(self.counts(masks))
+        return int(self._macs.value(kt)[0]), int(self._params.value(kt)[0])
+
     def macs_counts(self, counts: np.ndarray) -> int:
         return int(self._macs.value(self._kt(counts))[0])
 

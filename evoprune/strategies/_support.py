@@ -67,7 +67,8 @@ def probability(strategy: str, name: str, value: Any) -> float:
 
 
 def positive_float(strategy: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (float(value) > 0 and math.isfinite(value)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            float(value) > 0 and math.isfinite(value)):
         raise EvopruneError(f"strategy '{strategy}': {name} must be a positive number, got {value!r}")
     return float(value)
 
@@ -108,6 +109,59 @@ def numpy_global_rng(rs: np.random.RandomState) -> Iterator[None]:
     finally:
         rs.set_state(np.random.get_state())
         np.random.set_state(saved)
+
+
+_BLAS: Optional[List[tuple]] = None
+_BLAS_SYMBOLS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                 ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+                 ("openblas_get_num_threads", "openblas_set_num_threads"))
+
+
+def _blas_handles() -> List[tuple]:
+    """(get, set) thread-count functions of every OpenBLAS loaded in this process (Linux; elsewhere none)."""
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = []
+        try:
+            import ctypes
+
+            with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+                paths = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line})
+            for path in paths:
+                lib = ctypes.CDLL(path)
+                for get_name, set_name in _BLAS_SYMBOLS:
+                    if hasattr(lib, get_name) and hasattr(lib, set_name):
+                        _BLAS.append((getattr(lib, get_name), getattr(lib, set_name)))
+                        break
+        except Exception:  # not Linux, no OpenBLAS, or an unusual build: leave threading alone
+            _BLAS = []
+    return _BLAS
+
+
+@contextlib.contextmanager
+def single_thread_blas() -> Iterator[None]:
+    """Run a block with OpenBLAS limited to one thread, then restore its thread count.
+
+    DEAP's CMA-ES eigendecomposes (or factorises) an n x n matrix every generation: far too small to gain from
+    threads, and measured here 10-40x *slower* with threaded OpenBLAS on a loaded 2-core machine. One thread also
+    keeps the floating-point reduction order, hence the search trajectory, independent of the machine's core count.
+    """
+    handles = _blas_handles()
+    saved = []
+    for get, set_ in handles:
+        try:
+            saved.append((set_, int(get())))
+            set_(1)
+        except Exception:
+            pass
+    try:
+        yield
+    finally:
+        for set_, n in saved:
+            try:
+                set_(n)
+            except Exception:
+                pass
 
 
 def legacy_state(rs: np.random.RandomState) -> Dict[str, Any]:
@@ -250,7 +304,8 @@ def finish(name: str, problem: Any, seed: int, evaluator: BudgetedEvaluator, log
         _, first = np.unique(G[same], axis=0, return_index=True)
         keep = same[np.sort(first)][:16]
         front_g, front_f = G[keep], F[keep]
-    shown = {k: v for k, v in params.items() if k not in ("map_fn",) and not callable(v)}
+    # where checkpoints went and how the population was mapped do not change what was computed
+    shown = {k: v for k, v in params.items() if k not in COMMON_PARAMS and not callable(v)}
     return Result(
         strategy=name, problem=getattr(problem, "name", str(problem)), seed=int(seed),
         best_genome=np.array(best_g), best_fitness=np.array(best_f, dtype=float),

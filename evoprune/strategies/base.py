@@ -127,10 +127,18 @@ class BudgetedEvaluator:
         self._fitness = [np.asarray(state["fitness"])] if len(state["fitness"]) else []
 
 
+STRATEGY_STREAM = 0x5EA2C4  # mixed into strategy seeds, see seeded_rngs
+
+
 def seeded_rngs(seed: int) -> np.random.Generator:
-    """Seed Python's ``random`` (DEAP's selection uses it) and return a numpy Generator."""
+    """Seed Python's ``random`` (DEAP's selection uses it) and return a numpy Generator.
+
+    The Generator is *not* ``np.random.default_rng(seed)``: problem factories build their instances from that
+    stream, and a strategy run with the same seed would replay it -- e.g. a random-k initialisation of seed k
+    rebuilds exactly the top-k weights of ``onemax-k`` seed k and "finds" the optimum in its first sample.
+    """
     random.seed(seed)
-    return np.random.default_rng(seed)
+    return np.random.default_rng([int(seed), STRATEGY_STREAM])
 
 
 def rng_state(rng: np.random.Generator) -> Dict[str, Any]:

@@ -151,14 +151,15 @@ def cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = N
     clock = timer()
     ind_init = _ind_init(weights)
     while not done and evaluator.remaining > 0:
-        with S.numpy_global_rng(legacy):
+        with S.numpy_global_rng(legacy), S.single_thread_blas():
             pop = strategy.generate(ind_init)
         G, F = _evaluate_individuals(pop, relax, evaluator, rng)
         complete = len(F) == len(pop)
         if complete:  # a generation cut short by the budget is recorded but not learnt from
             for ind, f in zip(pop, F):
                 ind.fitness.values = tuple(f)
-            strategy.update(pop)
+            with S.single_thread_blas():
+                strategy.update(pop)
         S.record(logbook, problem, gen, len(F), evaluator.used, F)
         done = evaluator.remaining == 0 or not complete
         if ckpt.due(gen) or done:
@@ -228,14 +229,15 @@ def cmaes_one_plus_lambda(problem: Any, budget: int, seed: int, callback: Option
         gen += 1
 
     while not done and evaluator.remaining > 0:
-        with S.numpy_global_rng(legacy):
+        with S.numpy_global_rng(legacy), S.single_thread_blas():
             pop = strategy.generate(ind_init)
         G, F = _evaluate_individuals(pop, relax, evaluator, rng)
         complete = len(F) == len(pop)
         if complete:
             for ind, f in zip(pop, F):
                 ind.fitness.values = tuple(f)
-            strategy.update(pop)
+            with S.single_thread_blas():
+                strategy.update(pop)
         S.record(logbook, problem, gen, len(F), evaluator.used, F)
         done = evaluator.remaining == 0 or not complete
         if ckpt.due(gen) or done:
@@ -322,14 +324,15 @@ def mo_cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] 
         gen += 1
 
     while not done and evaluator.remaining > 0:
-        with S.numpy_global_rng(legacy):
+        with S.numpy_global_rng(legacy), S.single_thread_blas():
             pop = strategy.generate(ind_init)
         G, F = _evaluate_individuals(pop, relax, evaluator, rng)
         complete = len(F) == len(pop)
         if complete:
             for ind, f in zip(pop, F):
                 ind.fitness.values = tuple(f)
-            strategy.update(pop)
+            with S.single_thread_blas():
+                strategy.update(pop)
         S.record(logbook, problem, gen, len(F), evaluator.used, F)
         done = evaluator.remaining == 0 or not complete
         if ckpt.due(gen) or done:

@@ -148,7 +148,8 @@ def _initial(problem: Any, p: Dict[str, Any], size: int, rng: np.random.Generato
 
     init = get_operator("init", p["init"])
     k = getattr(problem, "k", None)
-    G = init(size, int(problem.n_var), k if isinstance(k, numbers.Integral) else None, rng=rng)
+    G = init(size, int(problem.n_var), k if isinstance(k, numbers.Integral) else None, rng=rng,
+             importance=getattr(problem, "importance", None))
     return np.asarray(problem.repair(np.asarray(G, dtype=bool), rng), dtype=bool)
 
 
