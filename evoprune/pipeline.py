@@ -215,7 +215,7 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
     x0 = example_input(loaders).to(device)
     space0 = PruningSpace(model, x0, exclude=cfg.exclude, min_keep=cfg.min_keep)
     cost0 = CostModel(space0)
-    calib = loaders.calib_batches(cfg.eval_batches)
+    calib = loaders.calib_batches(cfg.eval_batches, batch_size=cfg.batch_size)  # = CalibrationData.held_out
     base_calib = evaluate(model, calib, device)
     base_test = evaluate(model, loaders.test, device)
     base = {"calib_top1": base_calib["top1"], "test_top1": base_test["top1"], "macs": int(cost0.base_macs),
@@ -359,28 +359,37 @@ def _macs_params(model: nn.Module, space) -> Tuple[int, int]:
 
 # --------------------------------------------------------------------------------------------------- sensitivity
 def compute_sensitivity(model: nn.Module, space, loaders: Loaders, cfg: PruneConfig, log: Log = print):
-    """Adaptive-BN calibration accuracy with each unit pruned alone at each ratio (L1 channel choice)."""
-    from .fitness.network import NetworkFitness
+    """Adaptive-BN calibration accuracy with each unit pruned alone at each ratio (channels by ``cfg.sensitivity_method``).
+
+    Uses stage 2 of the two-step fitness (:class:`NetworkFitness`), one evaluator per unit scoring all ratios in
+    one call, so the network before the unit runs once per unit.
+    """
+    from .fitness import NetworkFitness
     from .registry import SELECTORS
-    from .sensitivity import measure
+    from .selection import calibration
+    from .sensitivity import Sensitivity, keep_count
     from .train import evaluate
 
-    calib = loaders.calib_batches(cfg.eval_batches)
-    base_acc = evaluate(model, calib, _device_of(model))["top1"]
-    bn_batches = loaders.train_batches(cfg.bn_batches, seed=cfg.seed)
-    evaluator = NetworkFitness(model, space, None, bn_batches=bn_batches, eval_batches=calib)
+    for r in cfg.sensitivity_ratios:
+        if not 0.0 < r < 1.0:
+            raise EvopruneError(f"sensitivity ratios must lie in (0, 1), got {r}")
+    calib = calibration(loaders, cfg, cfg.seed)
+    base_acc = evaluate(model, calib.held_out, _device_of(model))["top1"]
     select = SELECTORS.get(cfg.sensitivity_method)
     rng = np.random.default_rng(cfg.seed)
-
-    def mask_for(unit: str, k: int) -> np.ndarray:
-        return np.asarray(select(model, space, unit, k, batches=bn_batches, rng=rng))
-
-    def ev(masks: Dict[str, np.ndarray]) -> Dict[str, float]:
-        return evaluator.evaluate_masks(masks)
-
+    ratios = list(cfg.sensitivity_ratios)
+    acc = np.zeros((len(space), len(ratios)))
+    loss = np.zeros_like(acc)
     t0 = time.perf_counter()
-    sens = measure(space.names, space.sizes, mask_for, ev, base_acc, cfg.sensitivity_ratios, cfg.min_keep,
-                   cfg.sensitivity_method)
+    for i, u in enumerate(space.units):
+        masks = np.stack([np.asarray(select(model, space, u.name, keep_count(r, u.channels, cfg.min_keep),
+                                            batches=calib.train, rng=rng), dtype=bool) for r in ratios])
+        ev = NetworkFitness.from_space(space, u, calib, model=model, bn_batches=cfg.bn_batches)
+        res = ev.evaluate(masks).numpy()
+        loss[i], acc[i] = res[:, 0], res[:, 1]
+        log(f"  {u.name:<24} ({u.channels:>4} ch)  acc at {ratios[0]:.1f}..{ratios[-1]:.1f}: "
+            + " ".join(f"{a:.3f}" for a in acc[i]))
+    sens = Sensitivity(space.names, space.sizes, ratios, acc, base_acc, cfg.sensitivity_method, loss)
     sens.extra["time_s"] = time.perf_counter() - t0
     return sens
 

@@ -78,30 +78,6 @@ class Sensitivity:
                     w.writerow([u, self.sizes[i], r, f"{self.acc[i, j]:.6f}", f"{drops[i, j]:.6f}"])
 
 
-def measure(units: Sequence[str], sizes: Sequence[int], mask_for: Callable[[str, int], np.ndarray],
-            evaluate: Callable[[Dict[str, np.ndarray]], Dict[str, float]], base_acc: float,
-            ratios: Sequence[float] = DEFAULT_RATIOS, min_keep: int = 1, method: str = "l1",
-            progress: Optional[Callable[[str, float, float], None]] = None) -> Sensitivity:
-    """Prune each unit alone at each ratio and evaluate.
-
-    ``mask_for(unit, k)`` gives the bool mask keeping ``k`` channels; ``evaluate(masks)`` returns ``{"acc", "loss"}``
-    of the network with those masks (adaptive BN on calibration data).
-    """
-    for r in ratios:
-        if not 0.0 < r < 1.0:
-            raise EvopruneError(f"sensitivity ratios must lie in (0, 1), got {r}")
-    acc = np.zeros((len(units), len(ratios)))
-    loss = np.zeros_like(acc)
-    for i, (u, n) in enumerate(zip(units, sizes)):
-        for j, r in enumerate(ratios):
-            k = keep_count(r, n, min_keep)
-            res = evaluate({u: mask_for(u, k)})
-            acc[i, j], loss[i, j] = res["acc"], res["loss"]
-            if progress:
-                progress(u, r, acc[i, j])
-    return Sensitivity(list(units), list(sizes), list(ratios), acc, base_acc, method, loss)
-
-
 def keep_count(ratio: float, n: int, min_keep: int = 1) -> int:
     """Channels kept by a keep ratio: rounded, at least ``min_keep``, at most ``n``."""
     return int(min(n, max(min_keep, int(round(ratio * n)))))

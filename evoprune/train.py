@@ -3,15 +3,18 @@
 Resumable: with ``state_path`` the loop saves model, optimizer, scheduler, epoch, batch and RNG states at every
 epoch end (and on SIGINT/SIGTERM), atomically; a rerun with the same arguments continues from there and produces
 the same weights as an uninterrupted run (data order and augmentation are functions of seed and epoch).
-Under ``torchrun`` the model is wrapped in DistributedDataParallel and only rank 0 logs and writes.
+Under ``torchrun`` the model is wrapped in DistributedDataParallel and only rank 0 logs, evaluates and writes;
+commands set up the process group with :func:`distributed` and shard the training data with :func:`shard_loader`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import signal
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +77,88 @@ def _dist():
 def is_main_process() -> bool:
     d = _dist()
     return d is None or d.get_rank() == 0
+
+
+# ------------------------------------------------------------------------------------------- torchrun / DDP helpers
+def torchrun_env() -> Optional[Tuple[int, int, int]]:
+    """``(rank, world_size, local_rank)`` when launched by ``torchrun`` with more than one process, else ``None``."""
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+        return None
+    try:
+        world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+        local = int(os.environ.get("LOCAL_RANK", rank))
+    except ValueError:
+        raise EvopruneError("WORLD_SIZE/RANK/LOCAL_RANK must be integers (they are set by torchrun)") from None
+    return (rank, world, local) if world > 1 else None
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device) -> Iterator[Tuple[torch.device, int, int]]:
+    """Yield ``(device, rank, world_size)``; under ``torchrun`` set up the process group for the block.
+
+    Without torchrun (or with one process) this does nothing and yields ``(device, 0, 1)``: the single-process path
+    is unchanged. Under torchrun: NCCL on CUDA (each process on ``cuda:LOCAL_RANK``), Gloo on CPU; the group is
+    destroyed when the block ends. :func:`fit` then wraps the model in DistributedDataParallel by itself.
+    """
+    env = torchrun_env()
+    d = _dist()
+    if env is None or d is not None:  # nothing to do, or a caller already owns the process group
+        yield device, (d.get_rank() if d else 0), (d.get_world_size() if d else 1)
+        return
+    import torch.distributed as tdist
+
+    rank, world, local = env
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise EvopruneError(f"torchrun started local rank {local} but this node has {torch.cuda.device_count()} "
+                                "GPU(s); use --nproc_per_node <= the GPU count, or --device cpu")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield device, rank, world
+    finally:
+        tdist.destroy_process_group()
+
+
+def on_rank0(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` (run-directory setup, writes) on rank 0 only and give its result to every rank.
+
+    A failure on rank 0 is raised on every rank (an :class:`EvopruneError` with the same message), so no rank is
+    left waiting for a collective that never comes. Without a process group: just ``fn()``.
+    """
+    d = _dist()
+    if d is None:
+        return fn()
+    box: List[Any] = [None]
+    err: Optional[BaseException] = None
+    if d.get_rank() == 0:
+        try:
+            box = [("ok", fn())]
+        except Exception as exc:  # noqa: BLE001 - tell the other ranks, then raise it here
+            err = exc
+            box = [("error", str(exc) if isinstance(exc, EvopruneError) else f"rank 0 failed: {type(exc).__name__}: {exc}")]
+    d.broadcast_object_list(box, src=0)
+    if err is not None:
+        raise err
+    kind, value = box[0]
+    if kind == "error":
+        raise EvopruneError(value)
+    return value
+
+
+def shard_loader(loader: BatchLoader, rank: int, world: int) -> BatchLoader:
+    """This rank's share of a training loader: ``1/world`` of every epoch's shuffled order, ``batch_size // world``
+    images a step, so ``--batch-size`` stays the global batch and the recipe (steps, LR) matches one process."""
+    if world <= 1:
+        return loader
+    per_rank = loader.batch_size // world
+    if per_rank < 1:
+        raise EvopruneError(f"--batch-size {loader.batch_size} is smaller than the {world} processes; "
+                            f"use a batch size of at least {world} (it is the global batch, split across processes)")
+    return BatchLoader(loader.x, loader.y, per_rank, loader.mean.flatten().tolist(), loader.std.flatten().tolist(),
+                       shuffle=loader.shuffle, augment=loader.augment, seed=loader.seed, drop_last=loader.drop_last,
+                       device=loader.device, channels_last=loader.channels_last, shard=(rank, world))
 
 
 @torch.no_grad()
@@ -215,11 +300,15 @@ def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.devi
                     break
             if bar is not None:
                 bar.close()
+            if dist is not None:  # log the epoch over all shards, not rank 0's share
+                tot = torch.tensor([run_loss, float(correct), float(seen)], dtype=torch.float64, device=device)
+                dist.all_reduce(tot)
+                run_loss, correct, seen = float(tot[0]), int(tot[1]), int(tot[2])
             rec: Dict[str, float] = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
                                      "train_loss": run_loss / max(1, seen), "train_acc": correct / max(1, seen),
                                      "time_s": time.perf_counter() - t0}
-            if evaluate_each_epoch or epoch + 1 == cfg.epochs or step >= total:
-                ev = evaluate(model, loaders.test, device)
+            if (evaluate_each_epoch or epoch + 1 == cfg.epochs or step >= total) and is_main_process():
+                ev = evaluate(model, loaders.test, device)  # rank 0 only: the others would repeat the same work
                 rec.update({"test_top1": ev["top1"], "test_top5": ev["top5"], "test_loss": ev["loss"]})
             history.append(rec)
             epoch += 1

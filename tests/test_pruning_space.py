@@ -60,8 +60,9 @@ def test_resnet_residual_stage_is_one_unit(resnet):
     assert [c.norm for c in stem.consumers][-1] == "layer2.0.shortcut.1"
     s2 = sp.unit("layer2.0.conv2")  # the first conv of the coupled set in forward order names it
     assert "layer2.0.shortcut.0" in s2.producers
-    s3 = sp.units[-1] if sp.units[-1].name.startswith("layer3.0.conv2") else sp.unit("layer3.0.conv2")
+    s3 = sp.unit("layer3.0.conv2")
     assert s3.consumers[-1].name == "fc" and s3.consumers[-1].kind == "linear"
+    assert np.array_equal(s3.consumers[-1].index, np.arange(32))
     block = sp.unit("layer2.1.conv1")
     assert block.producers == ("layer2.1.conv1",) and [c.name for c in block.consumers] == ["layer2.1.conv2"]
     # no conv appears as a producer of two units

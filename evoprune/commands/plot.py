@@ -108,8 +108,13 @@ def fronts_figure(runs: List[_Run], reference: Optional[Dict[str, np.ndarray]], 
             f"{label}: seed {med.seed}, median hv of {len(rs)} ({len(med.front)} points)"
         fronts[name] = med.front
         chosen[label] = {"seed": med.seed, "hv": float(hypervolume(med.front, ref, prob.weights))}
-    fig = plot_fronts(fronts, prob.objectives, true_front=prob.true_front, reference=reference, accuracy=accuracy,
-                      title=title or f"Pareto fronts on {prob.name}")
+    from evoprune.plot import is_error
+
+    objs = prob.objectives
+    # accuracy-vs-cost is how pruning results are read: an error-like objective goes on the y axis
+    axes = (1, 0) if is_error(objs[0]) and not is_error(objs[1]) else (0, 1)
+    fig = plot_fronts(fronts, objs, true_front=prob.true_front, reference=reference, accuracy=accuracy,
+                      title=title or f"Pareto fronts on {prob.name}", axes=axes)
     return fig, {"reference_point": np.asarray(ref).tolist(), "fronts": chosen}
 
 

@@ -30,37 +30,57 @@ from evoprune.commands.common import (apply_config, data_options, default_out, e
 @click.pass_context
 @handle_errors
 def train(ctx, **params) -> None:
-    """Train a model; writes model.pt, metrics.jsonl and summary.json into the run directory."""
+    """Train a model; writes model.pt, metrics.jsonl and summary.json into the run directory.
+
+    Under ``torchrun --nproc_per_node N -m evoprune train ...`` it trains with DistributedDataParallel (Gloo on
+    CPU, NCCL on GPUs): --batch-size is the global batch, split across the N processes; rank 0 logs and writes.
+    """
     p = apply_config(ctx, params, params.pop("config", None))
-    from evoprune.device import resolve_device, seed_everything
-    from evoprune.io import environment_info, prepare_run_dir, write_json
-    from evoprune.models import count_params
-    from evoprune.models.checkpoint import save_checkpoint
-    from evoprune.session import build_setup, count_macs
-    from evoprune.train import TrainConfig, evaluate, fit
+    from evoprune.device import resolve_device
+    from evoprune.train import TrainConfig, distributed
 
     cfg = TrainConfig(epochs=p["epochs"], lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"],
                       schedule=p["schedule"], label_smoothing=p["label_smoothing"])
     cfg.validate()
-    device = resolve_device(p["device"])
-    seed_everything(p["seed"])
+    with distributed(resolve_device(p["device"])) as (device, rank, world):
+        if rank != 0:  # one voice: the other ranks print nothing but errors
+            Ctx.quiet, Ctx.json = True, False
+        _train(p, cfg, device, rank, world)
+
+
+def _train(p, cfg, device, rank: int, world: int) -> None:
+    from evoprune.device import seed_everything
+    from evoprune.io import environment_info, prepare_run_dir, write_json
+    from evoprune.models import count_params
+    from evoprune.models.checkpoint import save_checkpoint
+    from evoprune.session import build_setup, count_macs
+    from evoprune.train import evaluate, fit, on_rank0, shard_loader
+
+    seed_everything(p["seed"])  # same seed on every rank: same initial weights (DDP also broadcasts rank 0's)
     s = build_setup(p["data"], p["data_dir"], p["model_name"], p["width"], p["checkpoint"], device,
                     batch_size=p["batch_size"], seed=p["seed"], calib_size=p["calib_size"],
                     channels_last=p["channels_last"])
-    out = prepare_run_dir(p["out"] or default_out("train"), p["overwrite"], p["resume"])
-    if p["resume"] and (out / "config.json").exists():
-        from evoprune.io import read_json
+    s.loaders.train = shard_loader(s.loaders.train, rank, world)
 
-        old = read_json(out / "config.json", "run config")
-        diff = [k for k in old if k not in ("resume", "overwrite", "out") and old.get(k) != p.get(k)]
-        if diff:
-            from evoprune.errors import EvopruneError
+    def setup_run_dir():
+        out = prepare_run_dir(p["out"] or default_out("train"), p["overwrite"], p["resume"])
+        if p["resume"] and (out / "config.json").exists():
+            from evoprune.io import read_json
 
-            raise EvopruneError(f"cannot --resume '{out}': it was made with different settings ({', '.join(diff)})")
-    write_json(out / "config.json", p)
-    write_json(out / "env.json", environment_info(str(device), p["seed"]))
+            old = read_json(out / "config.json", "run config")
+            diff = [k for k in old if k not in ("resume", "overwrite", "out") and old.get(k) != p.get(k)]
+            if diff:
+                from evoprune.errors import EvopruneError
+
+                raise EvopruneError(f"cannot --resume '{out}': it was made with different settings ({', '.join(diff)})")
+        write_json(out / "config.json", p)
+        write_json(out / "env.json", dict(environment_info(str(device), p["seed"]), world_size=world))
+        return out
+
+    out = on_rank0(setup_run_dir)  # rank 0 creates it; every rank learns its path (or rank 0's error)
+    procs = f" on {world} processes (DDP, {'nccl' if device.type == 'cuda' else 'gloo'})" if world > 1 else ""
     echo(f"training {p['model_name']} (width {p['width']}) on {s.data.name}: {len(s.loaders.train.x)} train / "
-         f"{len(s.loaders.calib.x)} calib / {len(s.data.x_test)} test images, {cfg.epochs} epochs -> {out}")
+         f"{len(s.loaders.calib.x)} calib / {len(s.data.x_test)} test images, {cfg.epochs} epochs{procs} -> {out}")
     t0 = time.perf_counter()
 
     def on_epoch(e, rec):
@@ -69,6 +89,8 @@ def train(ctx, **params) -> None:
 
     hist = fit(s.model, s.loaders, cfg, device, state_path=str(out / "train_state.pt"),
                log_path=str(out / "metrics.jsonl"), progress=not (Ctx.quiet or Ctx.json), on_epoch=on_epoch)
+    if rank != 0:
+        return
     test = evaluate(s.model, s.loaders.test, device)
     s.model.to("cpu").to(memory_format=__import__("torch").contiguous_format)
     meta = dict(s.meta, accuracy=test["top1"], top5=test["top5"], epochs=cfg.epochs, seed=p["seed"])
@@ -76,7 +98,7 @@ def train(ctx, **params) -> None:
     summary = {"out": str(out), "checkpoint": str(out / "model.pt"), "test_top1": test["top1"],
                "test_top5": test["top5"], "test_loss": test["loss"], "params": count_params(s.model),
                "macs": count_macs(s.model, s.data.in_channels, s.data.image_size),
-               "epochs": cfg.epochs, "wall_time_s": time.perf_counter() - t0, "history": hist}
+               "epochs": cfg.epochs, "world_size": world, "wall_time_s": time.perf_counter() - t0, "history": hist}
     write_json(out / "summary.json", summary)
     echo(f"test top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f}  params {summary['params']:,}  "
          f"MACs {summary['macs']:,}  -> {out / 'model.pt'}")

@@ -31,7 +31,7 @@ from evoprune.errors import EvopruneError
 from evoprune.registry import EVALUATORS
 
 __all__ = ["ConsumerSpec", "Evaluator", "as_consumers", "consumers_of", "check_masks", "mask_consumers",
-           "get_evaluator", "build_evaluator", "model_modes", "genome_key"]
+           "get_evaluator", "build_evaluator", "model_modes", "genome_key", "small_work"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,6 +222,21 @@ def mask_consumers(consumers: Sequence[ConsumerSpec], keep: torch.Tensor) -> Ite
     finally:
         for h in handles:
             h.remove()
+
+
+@contextlib.contextmanager
+def small_work(macs: int, limit: int = 1 << 27) -> Iterator[None]:
+    """Run a small product single-threaded: on shared, busy cores a 2-thread OpenMP matmul of a population
+    (100 x 512 x 512) was measured 25x slower than one thread (threads spin-wait on each other)."""
+    if macs > limit or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Evaluator:

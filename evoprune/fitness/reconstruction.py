@@ -22,7 +22,7 @@ from torch import nn
 from evoprune.errors import EvopruneError
 from evoprune.registry import EVALUATORS
 
-from .base import ConsumerLike, Evaluator, as_consumers, check_masks, consumers_of
+from .base import ConsumerLike, Evaluator, as_consumers, check_masks, consumers_of, small_work
 from .calibration import GramInfo, gram_matrix, inputs_of
 
 __all__ = ["ReconstructionFitness"]
@@ -79,9 +79,10 @@ class ReconstructionFitness(Evaluator):
     def error(self, masks: Any) -> torch.Tensor:
         """Errors ``[P]`` (float64) of bool masks ``[P, n]``."""
         m = check_masks(masks, self.n, f"unit '{self.unit}'" if self.unit else "unit")
-        r = (~m).to(self.Q.dtype)
-        self.evaluations += r.shape[0]
-        return ((r @ self.Q) * r).sum(1)
+        self.evaluations += m.shape[0]
+        with small_work(m.shape[0] * self.n * self.n):
+            r = (~m).to(self.Q.dtype)
+            return ((r @ self.Q) * r).sum(1)
 
     def evaluate(self, masks: Any) -> torch.Tensor:
         """``[P, 1]`` normalised reconstruction errors (minimise)."""

@@ -17,7 +17,7 @@ evaluated in int64 (exact) in O(terms) per decision, and for a whole population 
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 

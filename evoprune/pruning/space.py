@@ -23,7 +23,7 @@ import difflib
 import fnmatch
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -363,7 +363,9 @@ class PruningSpace:
                             unit, reason, outs = self._parse_group(group, name, conv.out_channels, names, dg)
                     except Exception as exc:  # TP cannot follow this group: report, never crash
                         covered.add(conv)
-                        self.skipped.append((name, f"Torch-Pruning failed: {type(exc).__name__}"))
+                        msg = str(exc).splitlines()[0][:60] if str(exc) else ""
+                        self.skipped.append((name, f"Torch-Pruning cannot follow its channels ({type(exc).__name__}"
+                                                   f"{': ' + msg if msg else ''})"))
                         continue
                     covered.update(outs)
                     covered.add(conv)
@@ -385,7 +387,7 @@ class PruningSpace:
                     return
                 info = infos[name]
                 info.calls += 1
-                if info.calls == 1 and info.type == "conv":
+                if info.calls == 1:
                     order.append(name)
                 batch = out.shape[0] if out.dim() > 1 else 1
                 chans = info.out_channels
@@ -418,7 +420,8 @@ class PruningSpace:
             model.train(was_training)
             for h in handles:
                 h.remove()
-        return order
+        self._pos = {n: i for i, n in enumerate(order)}  # forward order of every conv/linear/BN
+        return [n for n in order if infos[n].type == "conv"]
 
     def _parse_group(self, group, root: str, n: int, names: Dict[Any, str], dg, probe: bool = False
                      ) -> Tuple[Optional[Unit], str, set]:
@@ -547,11 +550,9 @@ class PruningSpace:
         if n % cg:
             return None, f"grouped convs with {groups_needed} groups do not divide its {n} channels", outs
         return Unit(root, n, tuple(producers), tuple(norms), dws, tuple(consumers), tuple(members),
-                    min_keep=max(self.min_keep, cg) if cg > 1 else min(self.min_keep, n), channel_groups=cg), "", outs
+                    min_keep=min(n, -(-self.min_keep // cg) * cg), channel_groups=cg), "", outs
 
     def _fwd_pos(self, name: str) -> int:
-        if not hasattr(self, "_pos"):
-            self._pos = {n: i for i, n in enumerate(self.layers)}
         return self._pos.get(name, 1 << 30)
 
 

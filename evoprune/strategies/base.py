@@ -74,7 +74,7 @@ class BudgetedEvaluator:
         self.budget = int(budget)
         self.used = 0
         self.map_fn = map_fn  # map_fn(fn, chunks) -> results in order, like builtins.map; None: one direct call
-        self.chunks = chunks  # number of chunks per map_fn call; default: min(population, CPU count)
+        self.chunks = chunks  # chunks per map_fn call; default: the backend's workers, else min(population, CPUs)
         self._genomes: List[np.ndarray] = []
         self._fitness: List[np.ndarray] = []
 
@@ -104,7 +104,7 @@ class BudgetedEvaluator:
         """``problem.evaluate(part)``, or, with ``map_fn``, chunks of ``part`` scored via ``map_fn`` (order kept)."""
         if self.map_fn is None or len(part) <= 1:
             return self.problem.evaluate(part)
-        n_chunks = int(self.chunks or min(len(part), os.cpu_count() or 1))
+        n_chunks = int(self.chunks or _workers(self.map_fn) or min(len(part), os.cpu_count() or 1))
         pieces = [c for c in np.array_split(part, max(1, n_chunks)) if len(c)]
         results = [np.asarray(f, dtype=float) for f in self.map_fn(self.problem.evaluate, pieces)]
         results = [r[:, None] if r.ndim == 1 else r for r in results]
@@ -125,6 +125,15 @@ class BudgetedEvaluator:
         self.used = int(state["used"])
         self._genomes = [np.asarray(state["genomes"])] if len(state["genomes"]) else []
         self._fitness = [np.asarray(state["fitness"])] if len(state["fitness"]) else []
+
+
+def _workers(map_fn: Callable) -> Optional[int]:
+    """One chunk per worker of an :mod:`evoprune.parallel` backend (``None`` for a plain ``map``)."""
+    try:
+        from evoprune.parallel import backend_workers
+    except ImportError:  # pragma: no cover
+        return None
+    return backend_workers(map_fn)
 
 
 STRATEGY_STREAM = 0x5EA2C4  # mixed into strategy seeds, see seeded_rngs

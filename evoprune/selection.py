@@ -1,0 +1,69 @@
+"""Channel selection for one unit inside the pipeline: the paper's GA on the two-step fitness.
+
+The GA searches ``ChannelSelectionProblem(n, k, fitness)``; with the two-step fitness, stage 2 verifies the
+``stage2_top_k`` best stage-1 candidates every ``stage2_every`` generations, and at the end the hall of fame is
+verified and the genome with the lowest held-out loss wins (stage 2 decides among the finalists; stage 1 only
+proposes them).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, Tuple
+
+import numpy as np
+from torch import nn
+
+
+def calibration(loaders, cfg, seed: int):
+    from .fitness import CalibrationData
+
+    return CalibrationData.from_loaders(loaders, train_batches=max(cfg.calib_batches, cfg.bn_batches),
+                                        held_out_batches=cfg.eval_batches, batch_size=cfg.batch_size, seed=seed)
+
+
+def stage1_error(model: nn.Module, space, unit: str, masks: np.ndarray, calib) -> np.ndarray:
+    """Normalised stage-1 reconstruction error of ``masks`` [P, n] (for logging any selector's choice)."""
+    from .fitness import ReconstructionFitness
+
+    ev = ReconstructionFitness.from_space(space, unit, calib, model=model)
+    return ev.error(np.atleast_2d(masks)).numpy()
+
+
+def ga_select(model: nn.Module, space, unit: str, k: int, loaders, cfg, seed: int,
+              log: Callable[[str], None]) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Run the paper's GA for one unit; return the chosen bool mask and what it cost."""
+    import torch
+
+    from evoprune.problems.channel_selection import ChannelSelectionProblem
+
+    from .fitness import ReconstructionFitness, TwoStage, build_evaluator
+    from .strategies.ga import ga
+
+    t0 = time.perf_counter()
+    calib = calibration(loaders, cfg, seed)
+    u = space.unit(unit)
+    s1 = ReconstructionFitness.from_space(space, u, calib, model=model)
+    if cfg.fitness == "twostage":
+        s2 = build_evaluator("network", space, u, calib, model=model, bn_batches=cfg.bn_batches)
+        fitness = TwoStage(s1, s2, top_k=cfg.stage2_top_k, verify_every=cfg.stage2_every)
+    elif cfg.fitness == "reconstruction":
+        fitness = s1
+    else:
+        fitness = build_evaluator(cfg.fitness, space, u, calib, model=model)
+    problem = ChannelSelectionProblem(u.channels, k, fitness, min_keep=u.min_keep, name=f"channels[{unit}]")
+    res = ga(problem, budget=cfg.pop_size * (cfg.generations + 1), seed=seed, pop_size=cfg.pop_size,
+             generations=cfg.generations, crossover=cfg.crossover, mutation=cfg.mutation, selection=cfg.selection)
+    finalists = np.asarray(res.front_genomes, dtype=bool)
+    info: Dict[str, Any] = {"ga_evaluations": int(res.evaluations), "ga_generations": res.params.get("generations_run"),
+                            "ga_stop": res.params.get("stop_reason")}
+    if isinstance(fitness, TwoStage) and cfg.stage2_top_k > 0:
+        scores = fitness.verify(torch.as_tensor(finalists)).numpy()  # [F, (loss, accuracy)]
+        best = int(np.argmin(scores[:, 0]))
+        mask = finalists[best]
+        info.update({"stage2_loss": float(scores[best, 0]), "stage2_acc": float(scores[best, 1]),
+                     "stage2_evaluations": fitness.budget().get("stage2", {}).get("evaluations")})
+    else:
+        mask = np.asarray(res.best_genome, dtype=bool)
+    info["stage1_error"] = float(s1.error(mask[None])[0])
+    info["select_time_s"] = time.perf_counter() - t0
+    return mask, info

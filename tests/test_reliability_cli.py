@@ -1,0 +1,336 @@
+"""Bad input across commands: exit code 2, one line on stderr naming the problem, no traceback, nothing clobbered.
+
+Every case runs ``python -m evoprune ...`` in a subprocess (the real entry point) inside its own sandbox: a fresh copy
+of a set of inputs (a finished ``train`` run directory, a finished ``search`` run directory, checkpoints of two
+architectures, broken files, configs, image folders). Every file in the sandbox is hashed before and after the
+command; the command must leave each one byte-identical and must not create anything where it failed (a bad flag
+found after a run directory was made still counts as a failure here: commands validate before they write).
+
+The cases run in parallel (a few subprocesses at a time) in one module fixture; each case is its own test.
+
+Read-only output directory: the tests run as root, for whom ``chmod -w`` does not make a directory read-only (and
+``chattr +i`` needs a filesystem that supports it). The unwritable-output cases instead point ``--out`` *below a
+regular file* (``some_file/sub``), which no user, root included, can create.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Case(NamedTuple):
+    id: str
+    args: List[str]
+    pattern: str  # regex the one stderr line must match (it names the problem)
+
+
+# {name} placeholders are paths inside the case's sandbox (see _build_inputs).
+CASES: List[Case] = [
+    # ---- train: names, types, ranges
+    Case("train-unknown-dataset", ["train", "--data", "nosuchdata", "--device", "cpu"], r"unknown dataset.*nosuchdata"),
+    Case("train-unknown-model", ["train", "--model", "vgg17", "--device", "cpu"], r"unknown model.*vgg17"),
+    Case("train-missing-factory-file", ["train", "--model", "{sb}/nofile.py:make", "--device", "cpu"],
+         r"nofile\.py.*does not exist"),
+    Case("train-epochs-zero", ["train", "--epochs", "0", "--device", "cpu"], r"--epochs.*must be > 0"),
+    Case("train-epochs-not-int", ["train", "--epochs", "three", "--device", "cpu"], r"--epochs.*not a valid integer"),
+    Case("train-negative-lr", ["train", "--lr", "-0.1", "--device", "cpu"], r"--lr.*must be > 0"),
+    Case("train-zero-width", ["train", "--width", "0", "--device", "cpu"], r"--width.*must be > 0"),
+    Case("train-negative-batch", ["train", "--batch-size", "-4", "--device", "cpu"], r"--batch-size.*must be > 0"),
+    Case("train-bad-schedule", ["train", "--schedule", "linear", "--device", "cpu"], r"--schedule.*linear"),
+    Case("train-cuda-on-cpu-machine", ["train", "--model", "vgg11", "--width", "0.125", "--device", "cuda",
+                                        "--out", "{sb}/new"], r"cuda.*no CUDA"),
+    # ---- train: config files
+    Case("config-epochs-nan", ["train", "--config", "{sb}/epochs_nan.toml", "--device", "cpu"], r"'epochs'.*nan"),
+    Case("config-lr-nan", ["train", "--config", "{sb}/lr_nan.toml", "--device", "cpu"], r"'lr'.*nan"),
+    Case("config-unknown-key", ["train", "--config", "{sb}/unknown_key.toml", "--device", "cpu"],
+         r"unknown key 'learning_rate'"),
+    Case("config-wrong-type", ["train", "--config", "{sb}/wrong_type.json", "--device", "cpu"],
+         r"'epochs'.*not a valid integer"),
+    Case("config-negative", ["train", "--config", "{sb}/negative.toml", "--device", "cpu"], r"'batch_size'.*> 0"),
+    Case("config-syntax-error", ["train", "--config", "{sb}/broken.toml", "--device", "cpu"], r"cannot be parsed"),
+    Case("config-missing", ["train", "--config", "{sb}/nothere.toml", "--device", "cpu"], r"nothere\.toml.*does not exist"),
+    Case("config-bad-suffix", ["train", "--config", "{sb}/config.txt", "--device", "cpu"], r"must end in \.toml"),
+    # ---- train: run directories
+    Case("train-out-exists", ["train", "--model", "vgg11", "--width", "0.125", "--epochs", "1", "--out", "{sb}/run",
+                              "--device", "cpu"], r"already exists.*--resume.*--overwrite"),
+    Case("train-overwrite-and-resume", ["train", "--model", "vgg11", "--width", "0.125", "--epochs", "1", "--out",
+                                        "{sb}/run", "--overwrite", "--resume", "--device", "cpu"],
+         r"--overwrite and --resume"),
+    Case("train-resume-other-settings", ["train", "--model", "vgg11", "--width", "0.125", "--epochs", "2",
+                                         "--data", "mini-cifar10", "--out", "{sb}/run", "--resume", "--device", "cpu"],
+         r"cannot --resume.*different settings.*epochs"),
+    Case("train-resume-missing-dir", ["train", "--model", "vgg11", "--width", "0.125", "--out", "{sb}/nothere",
+                                      "--resume", "--device", "cpu"], r"cannot --resume.*does not exist"),
+    Case("train-out-below-a-file", ["train", "--model", "vgg11", "--width", "0.125", "--out", "{sb}/afile/sub",
+                                    "--device", "cpu"], r"cannot create output directory.*afile"),
+    Case("train-out-is-a-file", ["train", "--model", "vgg11", "--width", "0.125", "--out", "{sb}/afile",
+                                 "--device", "cpu"], r"afile.*is a file"),
+    # ---- train: data
+    Case("imagefolder-non-image-file", ["train", "--data", "imagefolder:{sb}/folder_txt", "--device", "cpu"],
+         r"notes\.txt.*not an image"),
+    Case("imagefolder-corrupt-image", ["train", "--data", "imagefolder:{sb}/folder_badpng", "--device", "cpu"],
+         r"broken\.png.*not a readable image"),
+    Case("imagefolder-empty", ["train", "--data", "imagefolder:{sb}/folder_empty", "--device", "cpu"],
+         r"needs train/<class>/<image>"),
+    Case("imagefolder-missing", ["train", "--data", "imagefolder:{sb}/nofolder", "--device", "cpu"],
+         r"nofolder.*does not exist"),
+    Case("imagefolder-not-an-archive", ["train", "--data", "imagefolder:{sb}/fake.tar.gz", "--device", "cpu"],
+         r"fake\.tar\.gz.*cannot be read"),
+    Case("cifar10-missing-data-dir", ["train", "--data", "cifar10", "--data-dir", "{sb}/nodata", "--device", "cpu"],
+         r"nodata.*does not exist"),
+    Case("train-checkpoint-other-arch", ["train", "--checkpoint", "{sb}/resnet20.pt", "--model", "vgg11",
+                                         "--device", "cpu"], r"'resnet20' model, not 'vgg11'"),
+    # ---- evaluate
+    Case("evaluate-corrupt", ["evaluate", "--checkpoint", "{sb}/corrupt.pt", "--device", "cpu"],
+         r"corrupt\.pt.*corrupt or truncated"),
+    Case("evaluate-truncated", ["evaluate", "--checkpoint", "{sb}/truncated.pt", "--device", "cpu"],
+         r"truncated\.pt.*(corrupt or truncated|refused)"),
+    Case("evaluate-empty-file", ["evaluate", "--checkpoint", "{sb}/empty.pt", "--device", "cpu"],
+         r"empty\.pt.*(corrupt or truncated|empty)"),
+    Case("evaluate-missing", ["evaluate", "--checkpoint", "{sb}/nothere.pt", "--device", "cpu"],
+         r"nothere\.pt.*does not exist"),
+    Case("evaluate-foreign-json", ["evaluate", "--checkpoint", "{sb}/run/summary.json", "--device", "cpu"],
+         r"summary\.json.*corrupt or truncated"),
+    Case("evaluate-foreign-torch-object", ["evaluate", "--checkpoint", "{sb}/list.pt", "--device", "cpu"],
+         r"list\.pt.*not an evoprune checkpoint"),
+    Case("evaluate-other-arch", ["evaluate", "--checkpoint", "{sb}/resnet20.pt", "--model", "vgg11",
+                                 "--device", "cpu"], r"'resnet20' model, not 'vgg11'"),
+    Case("evaluate-state-dict-other-arch", ["evaluate", "--checkpoint", "{sb}/resnet20_state_dict.pt", "--model",
+                                            "vgg11", "--device", "cpu"], r"does not fit this architecture"),
+    Case("evaluate-state-dict-no-model", ["evaluate", "--checkpoint", "{sb}/resnet20_state_dict.pt",
+                                          "--device", "cpu"], r"plain state dict.*--model"),
+    Case("evaluate-wrong-class-count", ["evaluate", "--checkpoint", "{sb}/run/model.pt", "--data",
+                                        "imagefolder:{sb}/folder_ok", "--no-latency", "--device", "cpu"],
+         r"10 outputs.*2 classes"),
+    Case("evaluate-train-state-not-a-model", ["evaluate", "--checkpoint", "{sb}/run/train_state.pt",
+                                              "--device", "cpu"], r"train_state\.pt.*not an evoprune checkpoint"),
+    Case("evaluate-zero-batch", ["evaluate", "--checkpoint", "{sb}/run/model.pt", "--batch-size", "0",
+                                 "--device", "cpu"], r"--batch-size.*must be > 0"),
+    Case("evaluate-cuda", ["evaluate", "--checkpoint", "{sb}/run/model.pt", "--device", "cuda"], r"no CUDA"),
+    # ---- list
+    Case("list-unknown-kind", ["list", "gadgets"], r"gadgets.*not one of"),
+    Case("list-missing-plugin", ["list", "models", "--plugin", "no_such_plugin_mod"], r"no_such_plugin_mod"),
+    # ---- prune / sensitivity
+    Case("prune-target-out-of-range", ["prune", "--checkpoint", "{sb}/run/model.pt", "--target-macs", "1.5",
+                                       "--device", "cpu"], r"--target-macs.*\(0, 1\]"),
+    Case("prune-two-targets", ["prune", "--checkpoint", "{sb}/run/model.pt", "--target-macs", "0.5",
+                               "--target-params", "0.5", "--out", "{sb}/new", "--device", "cpu"], r"exactly one of"),
+    Case("prune-unknown-selector", ["prune", "--checkpoint", "{sb}/run/model.pt", "--selector", "nosuchsel",
+                                    "--out", "{sb}/new", "--device", "cpu"], r"nosuchsel"),
+    Case("prune-ratios-not-json", ["prune", "--checkpoint", "{sb}/run/model.pt", "--ratios", "{sb}/config.txt",
+                                   "--out", "{sb}/new", "--device", "cpu"], r"config\.txt.*not valid JSON"),
+    Case("prune-ratio-out-of-range", ["prune", "--checkpoint", "{sb}/run/model.pt", "--ratios",
+                                      "{sb}/ratios_bad.json", "--out", "{sb}/new", "--device", "cpu"],
+         r"features\.0.*\(0, 1\]"),
+    Case("prune-checkpoint-corrupt", ["prune", "--checkpoint", "{sb}/corrupt.pt", "--out", "{sb}/new",
+                                      "--device", "cpu"], r"corrupt or truncated"),
+    Case("prune-config-nan", ["prune", "--checkpoint", "{sb}/run/model.pt", "--config", "{sb}/prune_nan.toml",
+                              "--out", "{sb}/new", "--device", "cpu"], r"'finetune_lr'.*nan"),
+    Case("prune-out-exists", ["prune", "--checkpoint", "{sb}/run/model.pt", "--out", "{sb}/run",
+                              "--device", "cpu"], r"already exists"),
+    Case("prune-overwrite-and-resume", ["prune", "--checkpoint", "{sb}/run/model.pt", "--out", "{sb}/run",
+                                        "--overwrite", "--resume", "--device", "cpu"], r"--overwrite and --resume"),
+    Case("sensitivity-ratios-not-numbers", ["sensitivity", "--checkpoint", "{sb}/run/model.pt", "--ratios",
+                                            "0.5,abc", "--out", "{sb}/new", "--device", "cpu"],
+         r"--ratios.*numbers"),
+    Case("sensitivity-ratio-out-of-range", ["sensitivity", "--checkpoint", "{sb}/run/model.pt", "--ratios",
+                                            "0.5,1.5", "--out", "{sb}/new", "--device", "cpu"], r"1\.5"),
+    Case("sensitivity-out-below-a-file", ["sensitivity", "--checkpoint", "{sb}/run/model.pt", "--out",
+                                          "{sb}/afile/sub", "--device", "cpu"], r"cannot create output directory"),
+    # ---- search / compare
+    Case("search-unknown-problem", ["search", "--problem", "nosuchproblem", "--out", "{sb}/new"], r"nosuchproblem"),
+    Case("search-unknown-strategy", ["search", "--problem", "planted-qp", "--strategy", "nosuchstrat",
+                                     "--out", "{sb}/new"], r"nosuchstrat"),
+    Case("search-zero-budget", ["search", "--problem", "planted-qp", "--budget", "0", "--out", "{sb}/new"],
+         r"--budget.*must be > 0"),
+    Case("search-bad-probability", ["search", "--problem", "planted-qp", "--strategy", "ga", "--strategy-param",
+                                    "cxpb=2", "--out", "{sb}/new"], r"cxpb.*\[0, 1\]"),
+    Case("search-unknown-problem-param", ["search", "--problem", "planted-qp", "--param", "bogus=1",
+                                          "--out", "{sb}/new"], r"bogus"),
+    Case("search-nan-param", ["search", "--problem", "planted-qp", "--param", "n=nan", "--out", "{sb}/new"],
+         r"nan.*finite"),
+    Case("search-resume-other-settings", ["search", "--problem", "planted-qp", "--param", "n=32", "--strategy",
+                                          "ga", "--budget", "999", "--out", "{sb}/search", "--resume"],
+         r"cannot --resume.*budget"),
+    Case("search-out-exists", ["search", "--problem", "planted-qp", "--param", "n=32", "--strategy", "ga",
+                               "--budget", "300", "--out", "{sb}/search"], r"already exists"),
+    Case("compare-bad-seeds", ["compare", "--problem", "planted-qp", "--seeds", "x", "--out", "{sb}/new"],
+         r"--seeds 'x'"),
+    Case("compare-duplicate-strategy", ["compare", "--problem", "planted-qp", "--strategies", "ga,ga",
+                                        "--out", "{sb}/new"], r"twice"),
+    # ---- export / plot
+    Case("export-corrupt", ["export", "--checkpoint", "{sb}/corrupt.pt", "--out", "{sb}/new.onnx"],
+         r"corrupt or truncated"),
+    Case("export-out-exists", ["export", "--checkpoint", "{sb}/run/model.pt", "--out", "{sb}/afile"],
+         r"afile.*already exists"),
+    Case("plot-not-a-run", ["plot", "{sb}/run", "--out", "{sb}/new"], r"holds no runs"),
+]
+
+
+# --------------------------------------------------------------------------------------------------------- inputs
+def _png(path: Path, color, size=(8, 8)) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+
+
+def _build_inputs(base: Path, train_run: Path, search_run: Path) -> None:
+    from evoprune.models import create_model
+    from evoprune.models.checkpoint import save_checkpoint
+
+    base.mkdir(parents=True)
+    shutil.copytree(train_run, base / "run")
+    shutil.copytree(search_run, base / "search")
+    model = create_model("resnet20", num_classes=10, width=0.25)
+    save_checkpoint(str(base / "resnet20.pt"), model, {"arch": "resnet20", "model_kwargs": {"width": 0.25},
+                                                      "dataset": "mini-cifar10", "image_size": 32})
+    torch.save(model.state_dict(), base / "resnet20_state_dict.pt")
+    torch.save([torch.zeros(3), 1, "x"], base / "list.pt")
+    good = (base / "run" / "model.pt").read_bytes()
+    (base / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not really a zip archive" * 20)
+    (base / "truncated.pt").write_bytes(good[: len(good) // 2])
+    (base / "empty.pt").write_bytes(b"")
+    (base / "afile").write_text("a regular file, not a directory\n")
+    (base / "config.txt").write_text("epochs = 1\n")
+    (base / "epochs_nan.toml").write_text("epochs = nan\n")
+    (base / "lr_nan.toml").write_text("lr = nan\nepochs = 1\n")
+    (base / "unknown_key.toml").write_text("learning_rate = 0.1\n")
+    (base / "wrong_type.json").write_text(json.dumps({"epochs": "many"}))
+    (base / "negative.toml").write_text("[train]\nbatch-size = -8\n")
+    (base / "broken.toml").write_text("epochs = = 3\n[unclosed\n")
+    (base / "prune_nan.toml").write_text("finetune_lr = nan\n")
+    (base / "ratios_bad.json").write_text(json.dumps({"features.0": 1.5}))
+    (base / "fake.tar.gz").write_bytes(b"\x1f\x8b this is not gzip data")
+    # image folders: a valid 2-class one, one with a stray text file, one with a broken image, an empty one
+    for name in ("folder_ok", "folder_txt", "folder_badpng"):
+        for split in ("train", "test"):
+            for cls, col in (("cat", (200, 10, 10)), ("dog", (10, 10, 200))):
+                for i in range(2):
+                    _png(base / name / split / cls / f"{i}.png", col)
+    (base / "folder_txt" / "train" / "cat" / "notes.txt").write_text("not an image")
+    (base / "folder_badpng" / "test" / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    for split in ("train/cat", "train/dog", "test/cat"):
+        (base / "folder_empty" / split).mkdir(parents=True)
+
+
+def _snapshot(root: Path) -> Dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>"
+    return out
+
+
+class Outcome(NamedTuple):
+    rc: int
+    stdout: str
+    stderr: str
+    before: Dict[str, str]
+    after: Dict[str, str]
+
+
+def _env(cache: Path) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update({"EVOPRUNE_CACHE": str(cache), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")})
+    env.pop("WORLD_SIZE", None)
+    env.pop("RANK", None)
+    return env
+
+
+def _run_case(case: Case, base: Path, sandboxes: Path, cache: Path) -> Outcome:
+    sb = sandboxes / case.id
+    shutil.copytree(base, sb)
+    before = _snapshot(sb)
+    args = [a.format(sb=sb) for a in case.args]
+    r = subprocess.run([sys.executable, "-m", "evoprune", *args], capture_output=True, text=True, timeout=300,
+                       cwd=str(sb), env=_env(cache), stdin=subprocess.DEVNULL)
+    return Outcome(r.returncode, r.stdout, r.stderr, before, _snapshot(sb))
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory, tiny_checkpoint) -> Dict[str, Outcome]:
+    from click.testing import CliRunner
+
+    from evoprune.cli import main
+
+    work = tmp_path_factory.mktemp("badinput")
+    cache = work / "cache"
+    search_run = work / "search_src"
+    r = CliRunner().invoke(main, ["--quiet", "search", "--problem", "planted-qp", "--param", "n=32", "--strategy",
+                                  "ga", "--budget", "300", "--out", str(search_run)])
+    assert r.exit_code == 0, r.output
+    base = work / "base"
+    _build_inputs(base, Path(tiny_checkpoint).parent, search_run)
+    sandboxes = work / "sb"
+    sandboxes.mkdir()
+    workers = max(2, min(4, os.cpu_count() or 2))
+    with cf.ThreadPoolExecutor(workers) as pool:
+        futs = {c.id: pool.submit(_run_case, c, base, sandboxes, cache) for c in CASES}
+        return {k: f.result() for k, f in futs.items()}
+
+
+# click's own usage errors print these two lines around the one 'Error: ...' line
+_CLICK_BOILERPLATE = re.compile(r"^(Usage: |Try '.*--help' for help\.$)")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_exits_2_with_one_line(case: Case, outcomes) -> None:
+    o = outcomes[case.id]
+    detail = f"\nargs: {case.args}\nrc: {o.rc}\nstderr:\n{o.stderr[-3000:]}\nstdout:\n{o.stdout[-1500:]}"
+    assert "Traceback" not in o.stderr, detail
+    assert o.rc == 2, detail
+    lines = [l for l in o.stderr.splitlines() if l.strip() and not _CLICK_BOILERPLATE.match(l)]
+    assert len(lines) == 1, "expected exactly one line on stderr" + detail
+    assert re.match(r"^(error|Error): ", lines[0]), detail
+    assert re.search(case.pattern, lines[0]), f"stderr line does not match {case.pattern!r}" + detail
+    # existing files untouched, nothing new created
+    changed = sorted(k for k in o.before if o.after.get(k) != o.before[k])
+    created = sorted(k for k in o.after if k not in o.before)
+    assert not changed, f"modified or deleted: {changed}" + detail
+    assert not created, f"created: {created}" + detail
+
+
+def test_at_least_25_cases_across_commands() -> None:
+    assert len(CASES) >= 25
+    assert len({c.id for c in CASES}) == len(CASES)
+    commands = {c.args[0] for c in CASES}
+    assert {"train", "evaluate", "list", "prune", "sensitivity", "search", "compare", "export", "plot"} <= commands
+
+
+def test_debug_flag_shows_traceback_for_user_errors(tmp_path) -> None:
+    """``--debug`` re-raises: the full traceback is there for whoever needs it."""
+    r = subprocess.run([sys.executable, "-m", "evoprune", "--debug", "evaluate", "--checkpoint",
+                        str(tmp_path / "nothere.pt"), "--device", "cpu"], capture_output=True, text=True,
+                       timeout=120, env=_env(tmp_path / "cache"), cwd=str(tmp_path))
+    assert r.returncode != 0 and "Traceback" in r.stderr and "EvopruneError" in r.stderr, r.stderr
+
+
+def test_json_summary_and_quiet(tmp_path, tiny_checkpoint) -> None:
+    """--json: the last stdout line is a JSON object; --quiet: nothing else on stdout; no progress bars off a TTY."""
+    base = [sys.executable, "-m", "evoprune"]
+    tail = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--no-latency", "--device", "cpu"]
+    r = subprocess.run(base + ["--json"] + tail, capture_output=True, text=True, timeout=120,
+                       env=_env(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert 0.0 <= summary["test_top1"] <= 1.0 and summary["params"] > 0
+    assert len(r.stdout.strip().splitlines()) == 1
+    assert r.stderr.strip() == "", r.stderr
+    q = subprocess.run(base + ["--quiet"] + tail, capture_output=True, text=True, timeout=120,
+                       env=_env(tmp_path / "cache"))
+    assert q.returncode == 0 and q.stdout.strip() == "" and q.stderr.strip() == "", (q.stdout, q.stderr)
