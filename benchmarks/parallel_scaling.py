@@ -113,14 +113,14 @@ def measure_backend(spec: str, problem: Any, stage1: Any, masks: Masks, pops: Li
         res["startup_s"] = time.perf_counter() - t0
         w = backend.n_workers
         res["workers"] = w
+        timed = CpuTimed(problem)
         t0 = time.perf_counter()
-        chunked_evaluate(backend, problem.evaluate, masks(w))  # ships the evaluator once per worker
+        chunked_evaluate(backend, timed.evaluate, masks(w))  # ships the evaluator once per worker
         res["first_call_s"] = time.perf_counter() - t0
         n_tasks = 200
         res["per_task_overhead_ms"] = 1e3 * _best_time(lambda: backend.map(noop, list(range(n_tasks))), 3) / n_tasks
         res["per_call_latency_ms"] = 1e3 * _best_time(lambda: backend.map(noop, list(range(w))), 20)
         rates, cpu = {}, {}
-        timed = CpuTimed(problem)
         for p in pops:
             best, cpu_s = float("inf"), 0.0
             for _ in range(repeats):
@@ -200,6 +200,8 @@ def main() -> None:
         results.append(measure_backend(spec, problem, problem1, masks, pops, s1_pops, a.repeats))
 
     serial = next((r for r in results if r["spec"] == "serial"), None)
+    # on busy cores wall time overstates the work; CPU seconds per candidate is what an idle core would take
+    c_idle = float(np.mean(list(serial["stage2_cpu_s_per_eval"].values()))) if serial else c2
     summary = {}
     for r in results:
         if r["spec"] == "serial" or serial is None:
@@ -210,23 +212,23 @@ def main() -> None:
         speed1 = {p: r["stage1_individuals_per_s"][p] / serial["stage1_individuals_per_s"][p]
                   for p in r["stage1_individuals_per_s"]}
         # what idle cores would give: ceil(P / W) candidates per worker at the in-process cost, plus the latency
-        ideal = {p: int(p) * c2 / (-(-int(p) // w) * c2 + lat) for p in r["stage2_evals_per_s"]}
+        ideal = {p: int(p) * c_idle / (-(-int(p) // w) * c_idle + lat) for p in r["stage2_evals_per_s"]}
         summary[r["spec"]] = {
             "stage2_speedup_vs_serial": speed2,
             "stage2_speedup_projected_idle_cores": ideal,
             "stage1_speedup_vs_serial": speed1,
             "break_even_work_per_generation_s": work,
-            "break_even_population_stage2": work / c2,
+            "break_even_population_stage2": work / c_idle,
             "break_even_population_stage1_latency_only": work / c1,
         }
         print(f"{r['spec']}: per-task {r['per_task_overhead_ms']:.2f} ms, per-call {r['per_call_latency_ms']:.1f} ms; "
               f"stage 2 speed-up {', '.join(f'P={p}: {s:.2f}x' for p, s in speed2.items())}; "
               f"stage 1 speed-up {', '.join(f'P={p}: {s:.2f}x' for p, s in speed1.items())}; break-even "
-              f"{work * 1e3:.0f} ms of work per generation = {work / c2:.2f} stage-2 candidates or "
+              f"{work * 1e3:.0f} ms of work per generation = {work / c_idle:.2f} stage-2 candidates or "
               f"{work / c1:,.0f} stage-1 individuals (before the cost of shipping the masks)")
 
     # Extrapolation to N machines x 1 worker each (tcp instead of loopback adds ~0.1-1 ms per message):
-    # a generation of P stage-2 candidates takes  ceil(P / W) * c2 + L(W),  L(W) ~ L(2) + (W - 2) * per_task.
+    # a generation of P stage-2 candidates takes  ceil(P / W) * c + L(W),  L(W) ~ L(2) + (W - 2) * per_task.
     dask = next((r for r in results if r["spec"].startswith("dask")), None)
     scaling = None
     if dask is not None:
@@ -234,19 +236,23 @@ def main() -> None:
         scaling = {}
         for workers in (1, 2, 8, 32, 128):
             for p in (8, 32, 128):
-                t_gen = -(-p // workers) * c2 + lat2 + max(0, workers - 2) * per_task
+                t_gen = -(-p // workers) * c_idle + lat2 + max(0, workers - 2) * per_task
                 scaling[f"W={workers},P={p}"] = {"generation_s": t_gen, "evals_per_s": p / t_gen,
-                                                 "efficiency": (p * c2 / workers) / t_gen}
+                                                 "efficiency": (p * c_idle / workers) / t_gen}
     save(a.out, {
         "workload": {"model": a.model, "width": a.width, "unit": unit.name, "channels": n,
                      "bn_images": sum(len(x) for x, _ in calib.train),
                      "held_out_images": sum(len(x) for x, _ in calib.held_out),
                      "evaluator_pickled_mb": evaluator_mb, "split": stage2.split_info},
-        "in_process_1_thread": {"stage2_s_per_candidate": c2, "stage1_us_per_individual": c1 * 1e6},
+        "in_process_1_thread": {"stage2_s_per_candidate": c2, "stage2_cpu_s_per_candidate": c_idle,
+                                "stage1_us_per_individual": c1 * 1e6},
         "backends": results, "summary": summary, "model_extrapolation_dask": scaling,
         "load_average": os.getloadavg(), "machine": machine(),
-        "note": "2 CPU cores shared with other jobs (see load_average): speed-ups are lower bounds of what idle "
-                "cores give; break-even = per-call latency * W / (W - 1) of work per generation.",
+        "note": "2 CPU cores shared with other jobs (load_average; available_parallelism ~1 means one core's "
+                "worth was free): measured speed-ups are lower bounds of what idle cores give. Projections use "
+                "the CPU seconds per candidate (what an idle core takes): generation = ceil(P/W) * c + L; "
+                "break-even = L * W / (W - 1) of work per generation. Extrapolation (model_extrapolation_dask): "
+                "L(W) = L(2) + (W - 2) * per-task overhead, one worker per core/machine.",
     })
 
 

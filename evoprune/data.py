@@ -201,7 +201,8 @@ class _Source:
                 self.tar = tarfile.open(str(path), "r:*")
                 self._by_name = {m.name.lstrip("./"): m for m in self.tar.getmembers() if m.isfile()}
             except (tarfile.TarError, OSError, EOFError) as exc:
-                raise EvopruneError(f"image folder archive '{path}' cannot be read ({exc}); give a folder or .tar(.gz)") from None
+                why = str(exc).splitlines()[0].rstrip(": ") if str(exc).strip() else type(exc).__name__
+                raise EvopruneError(f"image folder archive '{path}' cannot be read ({why}); give a folder or .tar(.gz)") from None
             self.members = list(self._by_name)
 
     def read(self, rel: str) -> bytes:

@@ -138,7 +138,14 @@ def save_torch(path: PathLike, obj: Any) -> None:
 
 
 def load_torch(path: PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
-    """Load a torch file safely (``weights_only=True``); every failure is a one-line :class:`EvopruneError`."""
+    """Load a torch file safely (``weights_only=True``); every failure is a one-line :class:`EvopruneError`.
+
+    A file whose pickle names anything beyond tensors and plain containers (e.g. a ``__reduce__`` that would call
+    ``os.system``) is refused by torch's restricted unpickler before anything runs; the error says so.
+    """
+    import re
+    import warnings
+
     import torch
 
     path = Path(path)
@@ -148,16 +155,27 @@ def load_torch(path: PathLike, what: str = "checkpoint", map_location: Any = "cp
         raise EvopruneError(f"{what} '{path}' is a directory, expected a file")
     is_zip = zipfile.is_zipfile(str(path))
     try:
-        return torch.load(str(path), map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says it all
+            return torch.load(str(path), map_location=map_location, weights_only=True)
     except PermissionError:
         raise EvopruneError(f"{what} '{path}' is not readable (permission denied)") from None
     except Exception as exc:  # unpickling errors come in many types
         text = str(exc)
-        if "Unsupported global" in text:
-            glob = text.split("Unsupported global:", 1)[-1].split("was not")[0].strip()[:100]
+        glob = re.search(r"GLOBAL\s+([\w.]+)|[Uu]nsupported global:\s*(?:GLOBAL\s+)?([\w.]+)", text)
+        if glob:
             raise EvopruneError(
-                f"{what} '{path}' was refused: it asks to run code on loading ({glob or 'unsafe pickle'}); "
-                "only evoprune checkpoints and plain state dicts load safely"
+                f"{what} '{path}' was refused: loading it would import '{glob.group(1) or glob.group(2)}' (pickled "
+                "code, not just weights); only evoprune checkpoints and plain state dicts load safely"
+            ) from None
+        if "weights only load failed" in text.lower() or "weightsunpickler" in text.lower():
+            detail = [l.strip() for l in text.splitlines() if l.strip() and "WeightsUnpickler" not in l
+                      and "Weights only load failed" not in l and "Check the documentation" not in l
+                      and "Please file an issue" not in l]
+            raise EvopruneError(
+                f"{what} '{path}' was refused: it is not a plain weights file (safe unpickling failed"
+                f"{': ' + detail[0][:80] if detail else ''}); it is corrupt, or a pickle of objects that only an "
+                "unsafe load could rebuild"
             ) from None
         if not is_zip:
             raise EvopruneError(f"{what} '{path}' is corrupt or truncated (not a torch archive); re-create it") from None

@@ -13,8 +13,8 @@ registered as DEAP's ``toolbox.map``. What travels where:
   sent **once per worker**, not once per task: the backend ships it with :meth:`Backend.scatter` on first use and
   caches the handle by identity (Dask: a worker plugin holding the pickled object, which the scheduler also gives
   to restarted and late-joining workers; processes: pickled once to a file that each worker loads once and keeps;
-  either way each worker unpickles it once, on first use). It is a *snapshot*: mutate the object afterwards and the workers keep the
-  old copy, so build a new object (or call :meth:`Backend.clear_shared`) when it changes.
+  either way each worker unpickles it once, on first use). It is a *snapshot*: mutate the object afterwards and
+  the workers keep the old copy, so build a new object (or call :meth:`Backend.clear_shared`) when it changes.
 * Each task carries only its item (a chunk of the population: a small bool array) and returns its fitness rows.
 * Variation, selection, the hall of fame, the budget and every RNG stay on the driver, so a run gives the same
   result on any backend for the same seed (evaluators must score each genome independently of its chunk-mates).
@@ -152,7 +152,7 @@ def _driver_rngs_kept(active: bool = True) -> Iterator[None]:
     """Restore the driver's global RNGs (Python ``random``, NumPy's legacy global) after a block.
 
     The Dask client (and a LocalCluster scheduler, which runs in this process) draw from the global ``random``
-    module in their own threads, e.g. to pick replica holders when an object is broadcast; DEAP's selection
+    module in their own threads (replica placement, retry jitter, compression sampling); DEAP's selection
     operators (NSGA-II's tournament) draw from the same global state. Work done *for* the driver by a backend
     must not shift the driver's random stream, or a run would depend on the backend.
     """
@@ -178,7 +178,7 @@ class Shared:
     def __init__(self, backend: "Backend", obj: Any, ref: Any) -> None:
         self.backend_name = backend.name
         self.obj = obj  # the driver's copy (kept alive so identity-keyed caches stay valid)
-        self.ref = ref  # backend-specific: the object itself, a file path, or a Dask future
+        self.ref = ref  # backend-specific: the object itself (serial), (token, file) or a plugin token (Dask)
 
     def __repr__(self) -> str:
         return f"Shared({type(self.obj).__name__} on {self.backend_name})"
@@ -545,6 +545,17 @@ def _preload_plugin(modules: Sequence[str]) -> Any:
     return EvopruneImports(modules)
 
 
+WORKER_CONFIG: Dict[str, Any] = {
+    # Dask's nanny exports MALLOC_TRIM_THRESHOLD_=65536 to its workers; setting it switches off glibc's dynamic
+    # mmap threshold, so every large torch temporary is mmap'ed and page-faulted afresh: measured 1.8x the CPU
+    # time per stage-2 evaluation (benchmarks/parallel_scaling.py). None removes the variable.
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    # the statistical profiler samples every thread each 10 ms: CPU the evaluations need on busy cores
+    "distributed.worker.profile.enabled": False,
+}
+"""Dask settings for the workers of ``dask:N`` (set the same for ``dask worker``: see docs/cluster.md)."""
+
+
 def _dask_error_types() -> Tuple[type, ...]:
     from distributed.scheduler import KilledWorker
 
@@ -555,8 +566,9 @@ class DaskBackend(Backend):
     """A Dask ``distributed`` cluster: a loopback ``LocalCluster`` of ``n_workers`` processes, or an existing one.
 
     Shared objects are installed on every worker by a worker plugin (see :func:`_share_plugin`), which the
-    scheduler also gives to restarted and late-joining workers; tasks carry a token. Tasks of a worker that dies are re-run elsewhere by the scheduler; a task that kills
-    its worker repeatedly (``distributed.scheduler.allowed-failures``, default 3) fails with a one-line error.
+    scheduler also gives to restarted and late-joining workers; tasks carry only a token and their item. Tasks of
+    a worker that dies are re-run elsewhere by the scheduler; a task that kills its worker repeatedly
+    (``distributed.scheduler.allowed-failures``, default 3) fails with a one-line error.
     """
 
     name = "dask"
@@ -595,13 +607,15 @@ class DaskBackend(Backend):
     def _start_local(self, n: int) -> None:
         import logging
 
+        import dask
         from distributed import Client, LocalCluster
 
         # loopback only, no dashboard (no extra port, no bokeh); one thread per worker process, and the nanny
         # sets OMP/MKL threads to 1, so N workers use N cores; the nanny restarts a worker that dies.
-        self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                    dashboard_address=None, worker_dashboard_address=None,
-                                    silence_logs=logging.ERROR)
+        with dask.config.set(WORKER_CONFIG):
+            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                        dashboard_address=None, worker_dashboard_address=None,
+                                        silence_logs=logging.ERROR)
         self.client = Client(self.cluster, set_as_default=False)
         self.address = self.cluster.scheduler_address
 
@@ -702,7 +716,8 @@ def backend_workers(mapper: Any) -> Optional[int]:
     return owner.n_workers if isinstance(owner, Backend) else None
 
 
-def chunk_bounds(n_items: int, n_chunks: Optional[int] = None, chunk_size: Optional[int] = None) -> List[Tuple[int, int]]:
+def chunk_bounds(n_items: int, n_chunks: Optional[int] = None,
+                 chunk_size: Optional[int] = None) -> List[Tuple[int, int]]:
     """``[(start, stop), ...]`` covering ``range(n_items)`` in order: ``chunk_size`` rows each, or ``n_chunks``
     nearly equal parts (sizes differ by at most one, like ``numpy.array_split``)."""
     if n_items <= 0:

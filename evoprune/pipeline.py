@@ -160,10 +160,9 @@ def _cost_fraction_fn(space, cost, what: str, min_keep: int) -> Callable[[Dict[s
     from .sensitivity import keep_count
 
     base = cost.base_macs if what == "MACs" else cost.base_params
-    sizes = dict(zip(space.names, space.sizes))
-
     def fn(ratios: Dict[str, float]) -> float:
-        counts = np.array([keep_count(ratios.get(u, 1.0), sizes[u], min_keep) for u in space.names])
+        counts = np.array([keep_count(ratios.get(u.name, 1.0), u.channels, min_keep, u.channel_groups)
+                           for u in space.units])
         v = cost.macs_counts(counts) if what == "MACs" else cost.params_counts(counts)
         return float(v) / float(base)
 
@@ -181,14 +180,19 @@ def select_channels(model: nn.Module, space, unit: str, k: int, loaders: Loaders
         return ga_select(model, space, unit, k, loaders, cfg, seed, log)
     from .registry import SELECTORS
 
+    from .selection import calibration, stage1_error
+
+    t0 = time.perf_counter()
     fn = SELECTORS.get(cfg.selector)
-    batches = loaders.train_batches(cfg.calib_batches, seed=seed)
-    mask = np.asarray(fn(model, space, unit, k, batches=batches, rng=rng))
+    calib = calibration(loaders, cfg, seed)
+    mask = np.asarray(fn(model, space, unit, k, batches=calib.train, rng=rng))
     n = space.unit(unit).channels
     if mask.dtype != bool or mask.shape != (n,) or int(mask.sum()) != k:
         raise EvopruneError(f"selector '{cfg.selector}' must return a bool mask of length {n} with {k} True values, "
                             f"got dtype {mask.dtype}, shape {mask.shape}, {int(np.count_nonzero(mask))} kept")
-    return mask, {}
+    # the same stage-1 error the GA minimises, so selectors can be compared on it
+    return mask, {"stage1_error": float(stage1_error(model, space, unit, mask, calib)[0]),
+                  "select_time_s": time.perf_counter() - t0}
 
 
 # --------------------------------------------------------------------------------------------------- the run
@@ -341,7 +345,7 @@ def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:
             ratios = ratios_for_drop(sens, cfg.max_drop)
         else:
             ratios = allocate(sens, frac, target, cfg.min_keep, what)
-    counts = {u: keep_count(ratios[u], n, cfg.min_keep) for u, n in zip(space.names, space.sizes)}
+    counts = {u.name: keep_count(ratios[u.name], u.channels, cfg.min_keep, u.channel_groups) for u in space.units}
     order = sens.order() if cfg.order == "sensitivity" else list(space.names)
     order = [u for u in order if counts[u] < space.unit(u).channels]
     planned = np.array([counts[u] for u in space.names])
@@ -382,7 +386,8 @@ def compute_sensitivity(model: nn.Module, space, loaders: Loaders, cfg: PruneCon
     loss = np.zeros_like(acc)
     t0 = time.perf_counter()
     for i, u in enumerate(space.units):
-        masks = np.stack([np.asarray(select(model, space, u.name, keep_count(r, u.channels, cfg.min_keep),
+        masks = np.stack([np.asarray(select(model, space, u.name, keep_count(r, u.channels, cfg.min_keep,
+                                                                             u.channel_groups),
                                             batches=calib.train, rng=rng), dtype=bool) for r in ratios])
         ev = NetworkFitness.from_space(space, u, calib, model=model, bn_batches=cfg.bn_batches)
         res = ev.evaluate(masks).numpy()

@@ -190,3 +190,88 @@ def _point(name: str, v: Any, objectives: Sequence[str], path: Any) -> List[floa
         raise EvopruneError(f"reference point '{name}' in '{path}' must be {len(objectives)} numbers "
                             f"({', '.join(objectives)}) or an object with those keys")
     return [float(x) for x in v]
+
+
+# ----------------------------------------------------------------------------------------------- pipeline plots
+def plot_sensitivity(sens: Any, stem: Any) -> List[Path]:
+    """Accuracy-drop curves per unit vs keep ratio (colour runs from the first to the last unit)."""
+    import matplotlib
+
+    drops = sens.drops() * 100
+    ratios = np.asarray(sens.ratios)
+    order = np.argsort(ratios)
+    fig = new_figure(7.5, 4.6)
+    ax = fig.add_subplot(111)
+    cmap = matplotlib.colormaps["viridis"]
+    for i, u in enumerate(sens.units):
+        ax.plot(ratios[order], drops[i, order], marker="o", ms=3, lw=1.2,
+                color=cmap(i / max(1, len(sens.units) - 1)), label=f"{u} ({sens.sizes[i]})")
+    ax.set_xlabel("keep ratio of the unit (all other units unpruned)")
+    ax.set_ylabel("calibration accuracy drop (points, adaptive BN)")
+    ax.set_title(f"Sensitivity per unit (channels by {sens.method}); base accuracy {sens.base_acc * 100:.1f} %")
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2, loc="upper left")
+    return save_figure(fig, stem)
+
+
+def plot_keep_ratios(report: Any, stem: Any) -> List[Path]:
+    """Bar chart of the per-unit keep ratio the pipeline applied (network order), labelled kept/original."""
+    units = list(report.ratios)
+    counts = {r["unit"]: (r["k"], r["n"]) for r in report.units}
+    vals = [counts[u][0] / counts[u][1] if u in counts else 1.0 for u in units]
+    fig = new_figure(max(6.0, 0.5 * len(units)), 4.2)
+    ax = fig.add_subplot(111)
+    ax.bar(range(len(units)), vals, color="tab:blue")
+    for i, u in enumerate(units):
+        if u in counts:
+            ax.text(i, vals[i] + 0.01, f"{counts[u][0]}/{counts[u][1]}", ha="center", va="bottom", fontsize=6,
+                    rotation=90)
+    ax.set_xticks(range(len(units)))
+    ax.set_xticklabels(units, rotation=70, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.2)
+    ax.set_ylabel("kept channels / original channels")
+    fin = report.final
+    ax.set_title(f"Per-unit keep ratios: MACs {fin['macs_reduction']:.2f}x fewer, params "
+                 f"{fin['params_reduction']:.2f}x fewer")
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, stem)
+
+
+def plot_trajectory(report: Any, stem: Any) -> List[Path]:
+    """Calibration accuracy vs remaining MACs after each unit: right after pruning it, and after its fine-tune."""
+    base = report.base
+    m = [1.0] + [r["macs"] / base["macs"] for r in report.units]
+    ap = [base["calib_top1"]] + [r["calib_acc_after_prune"] for r in report.units]
+    af = [base["calib_top1"]] + [r["calib_acc_after_finetune"] for r in report.units]
+    fig = new_figure(6.6, 4.4)
+    ax = fig.add_subplot(111)
+    ax.plot(m, [a * 100 for a in ap], "o--", color="tab:red", ms=3, label="after pruning the unit (adaptive BN)")
+    ax.plot(m, [a * 100 for a in af], "o-", color="tab:blue", ms=3, label="after its short fine-tune")
+    ax.scatter([report.final["macs_ratio"]], [report.final["calib_top1"] * 100], marker="*", s=120, color="k",
+               zorder=5, label="after the final fine-tune")
+    ax.set_xlabel("MACs remaining (fraction of the unpruned network)")
+    ax.set_ylabel("calibration accuracy (%)")
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Layer-by-layer pruning trajectory")
+    return save_figure(fig, stem)
+
+
+def plot_points(series: Mapping[str, Sequence[Tuple[float, float]]], stem: Any,
+                title: str = "Accuracy vs MACs") -> List[Path]:
+    """Named (MACs fraction, accuracy fraction) points or polylines on one axes (demo and reproduction plots)."""
+    fig = new_figure(6.4, 4.4)
+    ax = fig.add_subplot(111)
+    for i, (name, pts) in enumerate(series.items()):
+        arr = np.asarray(pts, dtype=float).reshape(-1, 2)
+        style = _style(i)
+        ax.plot(arr[:, 0], arr[:, 1] * 100, marker=style.get("marker", "o"), color=style.get("color"),
+                ls="-" if len(arr) > 1 else "none", ms=7, label=name)
+    ax.set_xlabel("MACs (fraction of the unpruned network)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, stem)

@@ -42,6 +42,13 @@ def ga_select(model: nn.Module, space, unit: str, k: int, loaders, cfg, seed: in
     t0 = time.perf_counter()
     calib = calibration(loaders, cfg, seed)
     u = space.unit(unit)
+    if u.channel_groups > 1:
+        # the GA's k-subset genome cannot express "the same count in every group block": keep its choice honest
+        from .registry import SELECTORS
+
+        log(f"  {unit} feeds a grouped conv ({u.channel_groups} blocks): channels chosen by L1, not the GA")
+        mask = np.asarray(SELECTORS.get("l1")(model, space, unit, k, batches=calib.train))
+        return mask, {"selector_fallback": "l1", "stage1_error": float(stage1_error(model, space, unit, mask, calib)[0])}
     s1 = ReconstructionFitness.from_space(space, u, calib, model=model)
     if cfg.fitness == "twostage":
         s2 = build_evaluator("network", space, u, calib, model=model, bn_batches=cfg.bn_batches)

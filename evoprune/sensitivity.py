@@ -78,9 +78,13 @@ class Sensitivity:
                     w.writerow([u, self.sizes[i], r, f"{self.acc[i, j]:.6f}", f"{drops[i, j]:.6f}"])
 
 
-def keep_count(ratio: float, n: int, min_keep: int = 1) -> int:
-    """Channels kept by a keep ratio: rounded, at least ``min_keep``, at most ``n``."""
-    return int(min(n, max(min_keep, int(round(ratio * n)))))
+def keep_count(ratio: float, n: int, min_keep: int = 1, groups: int = 1) -> int:
+    """Channels kept by a keep ratio: rounded, at least ``min_keep``, at most ``n``; a multiple of ``groups`` (a unit
+    feeding a grouped conv keeps the same number of channels in each of its ``groups`` blocks)."""
+    per = n // groups
+    k = int(round(ratio * per))
+    k = max(k, -(-min_keep // groups), 1)
+    return int(min(per, k) * groups)
 
 
 def ratios_for_drop(sens: Sensitivity, t: float) -> Dict[str, float]:

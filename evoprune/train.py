@@ -3,12 +3,14 @@
 Resumable: with ``state_path`` the loop saves model, optimizer, scheduler, epoch, batch and RNG states at every
 epoch end (and on SIGINT/SIGTERM), atomically; a rerun with the same arguments continues from there and produces
 the same weights as an uninterrupted run (data order and augmentation are functions of seed and epoch).
-Under ``torchrun`` the model is wrapped in DistributedDataParallel and only rank 0 logs, evaluates and writes;
-commands set up the process group with :func:`distributed` and shard the training data with :func:`shard_loader`.
+Under ``torchrun`` the model is wrapped in DistributedDataParallel, each rank trains on its shard of the data
+(:func:`shard_loader`) and only rank 0 logs, evaluates and writes; commands set up the process group with
+:func:`distributed` and run their own writes through :func:`on_rank0` / :func:`is_main_process`.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -228,6 +230,9 @@ def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.devi
     dist = _dist()
     net: nn.Module = model
     if dist is not None:
+        if loaders.train.world == 1:  # each rank trains on its own share of every epoch (global batch kept)
+            loaders = dataclasses.replace(loaders, train=shard_loader(loaders.train, dist.get_rank(),
+                                                                      dist.get_world_size()))
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     decay, no_decay = [], []
     for p in model.parameters():

@@ -301,3 +301,36 @@ def test_backends_leave_driver_rngs_alone(dask2):
     assert dask2.map(len, [[1], [2, 3]]) == [1, 2]
     assert random.getstate() == py
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), npy))
+
+
+def test_join_external_cluster_from_the_cli(tmp_path, qp):
+    """The documented path: `dask scheduler` + `dask worker` processes, then --workers dask --scheduler ...
+    (here through a scheduler file, loopback only); the driver checks the workers' evoprune version."""
+    import subprocess
+
+    sched_file = tmp_path / "scheduler.json"
+    dask_cli = [sys.executable, "-m", "dask"]
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED="False")
+    procs = [subprocess.Popen([*dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--scheduler-file", str(sched_file)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        procs.append(subprocess.Popen([*dask_cli, "worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
+                                       "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        ref = _ga(qp)
+        with make_map("dask", str(sched_file)) as backend:
+            assert backend.n_workers == 1 and backend.cluster is None
+            results_equal(_ga(qp, backend.map), ref)
+    finally:
+        for p in reversed(procs):  # only the processes this test started
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

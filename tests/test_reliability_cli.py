@@ -6,7 +6,9 @@ architectures, broken files, configs, image folders). Every file in the sandbox 
 command; the command must leave each one byte-identical and must not create anything where it failed (a bad flag
 found after a run directory was made still counts as a failure here: commands validate before they write).
 
-The cases run in parallel (a few subprocesses at a time) in one module fixture; each case is its own test.
+The cases run in one module fixture, in two fork servers side by side (see ``_FORK_SERVER``: a process per case,
+without paying ~2 s of ``import torch`` each time), and a few of them also through a genuine ``python -m evoprune``;
+each case is its own test.
 
 Read-only output directory: the tests run as root, for whom ``chmod -w`` does not make a directory read-only (and
 ``chattr +i`` needs a filesystem that supports it). The unwritable-output cases instead point ``--out`` *below a
@@ -23,7 +25,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import pytest
 import torch
@@ -129,6 +131,7 @@ CASES: List[Case] = [
     Case("prune-two-targets", ["prune", "--checkpoint", "{sb}/run/model.pt", "--target-macs", "0.5",
                                "--target-params", "0.5", "--out", "{sb}/new", "--device", "cpu"], r"exactly one of"),
     Case("prune-unknown-selector", ["prune", "--checkpoint", "{sb}/run/model.pt", "--selector", "nosuchsel",
+                                    "--uniform", "--order", "forward",  # (no sensitivity pass: cheaper when it fails late)
                                     "--out", "{sb}/new", "--device", "cpu"], r"nosuchsel"),
     Case("prune-ratios-not-json", ["prune", "--checkpoint", "{sb}/run/model.pt", "--ratios", "{sb}/config.txt",
                                    "--out", "{sb}/new", "--device", "cpu"], r"config\.txt.*not valid JSON"),
@@ -181,7 +184,7 @@ CASES: List[Case] = [
 
 
 # --------------------------------------------------------------------------------------------------------- inputs
-def _png(path: Path, color, size=(8, 8)) -> None:
+def _png(path: Path, color, size=(32, 32)) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,23 +250,89 @@ def _env(cache: Path) -> Dict[str, str]:
     env = dict(os.environ)
     env.update({"EVOPRUNE_CACHE": str(cache), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                 "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")})
-    env.pop("WORLD_SIZE", None)
-    env.pop("RANK", None)
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(var, None)
     return env
 
 
-def _run_case(case: Case, base: Path, sandboxes: Path, cache: Path) -> Outcome:
+# A fork server: one Python process imports evoprune (and torch) once, then forks a child per case that runs exactly
+# what ``python -m evoprune ARGS`` runs (``evoprune.cli.main`` in click's standalone mode) with its own cwd, stdout
+# and stderr files, and exits the way the interpreter would (SystemExit code; an uncaught exception prints its
+# traceback and exits 1). This costs a fraction of a second per case instead of ~2 s of importing torch; a few cases
+# also run through a genuine ``python -m evoprune`` subprocess to check the two agree (test_real_entry_point_agrees).
+_FORK_SERVER = r"""
+import json, os, sys, traceback
+from evoprune.cli import main
+for line in sys.stdin:
+    spec = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(spec["cwd"])
+            for fd, name in ((1, spec["out"]), (2, spec["err"])):
+                f = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(f, fd)
+                os.close(f)
+            sys.argv = ["evoprune"] + spec["args"]
+            try:
+                main(args=spec["args"], prog_name="python -m evoprune")
+                code = 0
+            except SystemExit as e:
+                if e.code is None or isinstance(e.code, int):
+                    code = e.code or 0
+                else:
+                    print(e.code, file=sys.stderr)
+                    code = 1
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"id": spec["id"], "rc": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+def _prepare(case: Case, base: Path, sandboxes: Path) -> Tuple[Path, List[str], Dict[str, str]]:
     sb = sandboxes / case.id
     shutil.copytree(base, sb)
-    before = _snapshot(sb)
-    args = [a.format(sb=sb) for a in case.args]
+    return sb, [a.format(sb=sb) for a in case.args], _snapshot(sb)
+
+
+def _serve(cases: List[Case], base: Path, sandboxes: Path, logs: Path, cache: Path) -> Dict[str, Outcome]:
+    prepared = {c.id: _prepare(c, base, sandboxes) for c in cases}
+    specs = [json.dumps({"id": c.id, "args": prepared[c.id][1], "cwd": str(prepared[c.id][0]),
+                         "out": str(logs / f"{c.id}.out"), "err": str(logs / f"{c.id}.err")}) for c in cases]
+    r = subprocess.run([sys.executable, "-c", _FORK_SERVER], input="\n".join(specs) + "\n", capture_output=True,
+                       text=True, timeout=600, env=_env(cache), cwd=str(logs))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rcs = {d["id"]: d["rc"] for d in map(json.loads, r.stdout.splitlines())}
+    return {c.id: Outcome(rcs[c.id], (logs / f"{c.id}.out").read_text(), (logs / f"{c.id}.err").read_text(),
+                          prepared[c.id][2], _snapshot(prepared[c.id][0])) for c in cases}
+
+
+def _run_real(case: Case, base: Path, sandboxes: Path, cache: Path) -> Outcome:
+    """The genuine entry point: ``python -m evoprune ARGS`` in a fresh interpreter."""
+    sb, args, before = _prepare(case, base, sandboxes)
     r = subprocess.run([sys.executable, "-m", "evoprune", *args], capture_output=True, text=True, timeout=300,
                        cwd=str(sb), env=_env(cache), stdin=subprocess.DEVNULL)
     return Outcome(r.returncode, r.stdout, r.stderr, before, _snapshot(sb))
 
 
+# one case per command family also runs through a genuine `python -m evoprune`
+REAL_IDS = ["config-lr-nan", "train-overwrite-and-resume", "imagefolder-non-image-file", "evaluate-other-arch",
+            "evaluate-truncated", "list-unknown-kind", "prune-out-exists", "search-unknown-strategy"]
+
+
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory, tiny_checkpoint) -> Dict[str, Outcome]:
+def outcomes(tmp_path_factory, tiny_checkpoint) -> Dict[str, Dict[str, Outcome]]:
+    """``{"fork": {case id: Outcome}, "real": {case id: Outcome}}``: every case in the fork servers (two, in
+    parallel), the :data:`REAL_IDS` cases also as genuine subprocesses, all at the same time."""
     from click.testing import CliRunner
 
     from evoprune.cli import main
@@ -276,25 +345,35 @@ def outcomes(tmp_path_factory, tiny_checkpoint) -> Dict[str, Outcome]:
     assert r.exit_code == 0, r.output
     base = work / "base"
     _build_inputs(base, Path(tiny_checkpoint).parent, search_run)
-    sandboxes = work / "sb"
-    sandboxes.mkdir()
-    workers = max(2, min(4, os.cpu_count() or 2))
-    with cf.ThreadPoolExecutor(workers) as pool:
-        futs = {c.id: pool.submit(_run_case, c, base, sandboxes, cache) for c in CASES}
-        return {k: f.result() for k, f in futs.items()}
+    for d in ("sb_fork", "sb_real", "logs"):
+        (work / d).mkdir()
+    halves = [CASES[0::2], CASES[1::2]]
+    with cf.ThreadPoolExecutor(2 + len(REAL_IDS)) as pool:
+        forks = [pool.submit(_serve, h, base, work / "sb_fork", work / "logs", cache) for h in halves]
+        real = {i: pool.submit(_run_real, next(c for c in CASES if c.id == i), base, work / "sb_real", cache)
+                for i in REAL_IDS}
+        fork_out: Dict[str, Outcome] = {}
+        for f in forks:
+            fork_out.update(f.result())
+        return {"fork": fork_out, "real": {k: f.result() for k, f in real.items()}}
 
 
-# click's own usage errors print these two lines around the one 'Error: ...' line
-_CLICK_BOILERPLATE = re.compile(r"^(Usage: |Try '.*--help' for help\.$)")
+def _meaningful_lines(stderr: str) -> List[str]:
+    """stderr without click's usage block (``Usage: ...`` possibly wrapped, ``Try '... --help' for help.``) that
+    click prints above its own one-line ``Error: ...`` for malformed options."""
+    lines = [l for l in stderr.splitlines() if l.strip()]
+    if lines and lines[0].startswith("Usage: "):
+        tries = [i for i, l in enumerate(lines) if re.match(r"^Try '.*--help' for help\.$", l)]
+        if tries:
+            lines = lines[tries[0] + 1:]
+    return lines
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_exits_2_with_one_line(case: Case, outcomes) -> None:
-    o = outcomes[case.id]
+def _check(case: Case, o: Outcome) -> None:
     detail = f"\nargs: {case.args}\nrc: {o.rc}\nstderr:\n{o.stderr[-3000:]}\nstdout:\n{o.stdout[-1500:]}"
     assert "Traceback" not in o.stderr, detail
     assert o.rc == 2, detail
-    lines = [l for l in o.stderr.splitlines() if l.strip() and not _CLICK_BOILERPLATE.match(l)]
+    lines = _meaningful_lines(o.stderr)
     assert len(lines) == 1, "expected exactly one line on stderr" + detail
     assert re.match(r"^(error|Error): ", lines[0]), detail
     assert re.search(case.pattern, lines[0]), f"stderr line does not match {case.pattern!r}" + detail
@@ -303,6 +382,42 @@ def test_bad_input_exits_2_with_one_line(case: Case, outcomes) -> None:
     created = sorted(k for k in o.after if k not in o.before)
     assert not changed, f"modified or deleted: {changed}" + detail
     assert not created, f"created: {created}" + detail
+
+
+def _param(case: Case):
+    reason = KNOWN_BUGS.get(case.id)
+    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+    return pytest.param(case, id=case.id, marks=marks)
+
+
+# Cases that fail because of bugs in files this test's author does not own; reported to the lead. strict: when the
+# bug is fixed the case XPASSes, which fails the run -- then delete its line here.
+KNOWN_BUGS: Dict[str, str] = {
+    "list-missing-plugin": "commands/listing.py imports --plugin with bare importlib/runpy: a missing module is a "
+                           "ModuleNotFoundError traceback (exit 1), not a one-line error",
+    "prune-unknown-selector": "--selector is checked only when the first unit is pruned (pipeline.select_channels), "
+                              "after the run directory was written; validate it in PruneConfig.validate",
+    "sensitivity-ratio-out-of-range": "--ratios of 'sensitivity' is range-checked in pipeline.compute_sensitivity, "
+                                      "after prepare_run_dir wrote config.json/env.json",
+    "search-bad-probability": "ga has no .validate, so validate_strategy passes and ga's own _check_params fails "
+                              "after run_one wrote config.json/env.json into --out",
+}
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
+def test_bad_input_exits_2_with_one_line(case: Case, outcomes) -> None:
+    _check(case, outcomes["fork"][case.id])
+
+
+@pytest.mark.parametrize("case_id", REAL_IDS)
+def test_real_entry_point_agrees(case_id: str, outcomes) -> None:
+    """The same cases through a genuine ``python -m evoprune``: same exit code, same stderr, same verdict."""
+    case = next(c for c in CASES if c.id == case_id)
+    real, fork = outcomes["real"][case_id], outcomes["fork"][case_id]
+    _check(case, real)
+    assert real.rc == fork.rc
+    sb_fork, sb_real = f"sb_fork/{case_id}", f"sb_real/{case_id}"
+    assert real.stderr.replace(sb_real, "SB") == fork.stderr.replace(sb_fork, "SB")
 
 
 def test_at_least_25_cases_across_commands() -> None:

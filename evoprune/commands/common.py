@@ -163,7 +163,9 @@ def handle_errors(fn: Callable) -> Callable:
         except EvopruneError as exc:
             if Ctx.debug:
                 raise
-            click.echo(f"error: {exc}", err=True)
+            # one line, whatever the message holds (library errors sometimes quote multi-line messages)
+            text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+            click.echo(f"error: {text}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; run again with --resume to continue", err=True)

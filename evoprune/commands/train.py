@@ -54,13 +54,12 @@ def _train(p, cfg, device, rank: int, world: int) -> None:
     from evoprune.models import count_params
     from evoprune.models.checkpoint import save_checkpoint
     from evoprune.session import build_setup, count_macs
-    from evoprune.train import evaluate, fit, on_rank0, shard_loader
+    from evoprune.train import evaluate, fit, on_rank0
 
     seed_everything(p["seed"])  # same seed on every rank: same initial weights (DDP also broadcasts rank 0's)
     s = build_setup(p["data"], p["data_dir"], p["model_name"], p["width"], p["checkpoint"], device,
                     batch_size=p["batch_size"], seed=p["seed"], calib_size=p["calib_size"],
                     channels_last=p["channels_last"])
-    s.loaders.train = shard_loader(s.loaders.train, rank, world)
 
     def setup_run_dir():
         out = prepare_run_dir(p["out"] or default_out("train"), p["overwrite"], p["resume"])

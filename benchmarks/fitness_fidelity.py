@@ -1,0 +1,164 @@
+"""Fidelity of stage 1: does a lower reconstruction error mean a more accurate pruned network?
+
+For each unit of a trained CIFAR-10 VGG-16 (width 0.25) it draws random masks at a fixed keep ratio, scores them
+with stage 1 (normalised reconstruction error of the consumers' BN-scaled outputs) and with stage 2 (held-out
+accuracy and loss after adaptive BN), and reports Spearman's rank correlation per unit. A good stage 1 gives a
+strongly negative correlation with accuracy (positive with loss).
+
+    python benchmarks/fitness_fidelity.py \\
+        --checkpoint benchmarks/results/vgg16_w0.25_cifar10.pt \\
+        --data imagefolder:../shared/datasets/cifar10-jpeg.tar.gz       # the defaults
+
+Writes benchmarks/results/fitness_fidelity.json and .md. Development run (seconds per unit):
+
+    evoprune train --model vgg16 --width 0.25 --data mini-cifar10 --epochs 3 --out /tmp/x
+    python benchmarks/fitness_fidelity.py --checkpoint /tmp/x/model.pt --data mini-cifar10 --out-name /tmp/fid
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import RESULTS, machine, save, shared_cifar10
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), as scipy.stats.rankdata."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=float)
+    sx = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i:j + 1]] = 0.5 * (i + j) + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = rankdata(np.asarray(a, float)), rankdata(np.asarray(b, float))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=str(RESULTS / "vgg16_w0.25_cifar10.pt"))
+    ap.add_argument("--data", default=None, help="dataset (default: imagefolder: the shared CIFAR-10 JPEG archive)")
+    ap.add_argument("--masks", type=int, default=200, help="random masks per unit")
+    ap.add_argument("--keep", type=float, default=0.5, help="keep ratio of every mask")
+    ap.add_argument("--units", default="all", help="'all', 'every:N' (every N-th unit) or a comma-separated list")
+    ap.add_argument("--train-batches", type=int, default=1, help="training batches: stage-1 Q and BN re-estimation")
+    ap.add_argument("--held-out-batches", type=int, default=2, help="held-out calibration batches for accuracy")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--max-positions", type=int, default=8192)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on shared busy cores 2 threads measured 4x slower per forward)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-name", default="fitness_fidelity", help="result file stem (in benchmarks/results, or a path)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    if not Path(a.checkpoint).exists():
+        raise SystemExit(f"error: checkpoint {a.checkpoint} not found; train one (benchmarks/train_baseline.py "
+                         "--width 0.25 --epochs 15 --save-checkpoint ...) or pass --checkpoint")
+    data_name = a.data or f"imagefolder:{shared_cifar10()}"
+
+    from evoprune.data import load_dataset, make_loaders
+    from evoprune.fitness import CalibrationData, NetworkFitness, ReconstructionFitness
+    from evoprune.models.checkpoint import load_model
+    from evoprune.pruning.space import PruningSpace
+    from evoprune.train import evaluate
+
+    t_start = time.perf_counter()
+    model, meta = load_model(a.checkpoint)
+    model.eval()
+    data = load_dataset(data_name)
+    loaders = make_loaders(data, batch_size=a.batch_size, seed=a.seed, eval_batch_size=a.batch_size)
+    calib = CalibrationData.from_loaders(loaders, a.train_batches, a.held_out_batches, a.batch_size, a.seed)
+    base = evaluate(model, calib.held_out)
+    space = PruningSpace(model)
+    names = space.names
+    if a.units == "all":
+        chosen = names
+    elif a.units.startswith("every:"):
+        chosen = names[::int(a.units.split(":", 1)[1])]
+    else:
+        chosen = [s.strip() for s in a.units.split(",") if s.strip()]
+    print(f"model {meta.get('arch')} (held-out top-1 {base['top1']:.3f} on {base['n']} images), "
+          f"{len(chosen)}/{len(names)} units, {a.masks} masks each at keep {a.keep}")
+    rng = np.random.default_rng(a.seed)
+    rows = []
+    header = f"{'unit':<14}{'n':>5}{'k':>5}{'rho(e1,acc)':>13}{'rho(e1,loss)':>14}{'acc range':>16}{'e1 range':>18}{'s':>7}"
+    print(header)
+    for name in chosen:
+        t0 = time.perf_counter()
+        u = space.unit(name)
+        n = u.channels
+        k = max(1, int(round(a.keep * n)))
+        masks = torch.from_numpy(np.stack([rng.permutation(n) < k for _ in range(a.masks)]))
+        s1 = ReconstructionFitness.from_space(space, u, calib, max_positions=a.max_positions, seed=a.seed)
+        e1 = s1.error(masks).numpy()
+        s2 = NetworkFitness.from_space(space, u, calib)
+        r = s2.evaluate(masks).numpy()
+        loss, acc = r[:, 0], r[:, 1]
+        row = {"unit": name, "channels": n, "keep": k, "consumers": [c.name for c in u.consumers],
+               "spearman_error_accuracy": spearman(e1, acc), "spearman_error_loss": spearman(e1, loss),
+               "accuracy_min": float(acc.min()), "accuracy_mean": float(acc.mean()), "accuracy_max": float(acc.max()),
+               "loss_mean": float(loss.mean()), "error_min": float(e1.min()), "error_mean": float(e1.mean()),
+               "error_max": float(e1.max()), "stage2_seconds_per_mask": s2.budget()["seconds_per_evaluation"],
+               "stage2_split": s2.split_info, "seconds": time.perf_counter() - t0}
+        rows.append(row)
+        print(f"{name:<14}{n:>5}{k:>5}{row['spearman_error_accuracy']:>13.3f}{row['spearman_error_loss']:>14.3f}"
+              f"{row['accuracy_min']:>8.3f}-{row['accuracy_max']:.3f}{row['error_min']:>10.3f}-{row['error_max']:.3f}"
+              f"{row['seconds']:>7.1f}", flush=True)
+    rho_acc = [r["spearman_error_accuracy"] for r in rows]
+    rho_loss = [r["spearman_error_loss"] for r in rows]
+    print(f"median rho(e1, acc) {np.nanmedian(rho_acc):.3f}, median rho(e1, loss) {np.nanmedian(rho_loss):.3f}")
+    result = {
+        "checkpoint": a.checkpoint, "arch": meta.get("arch"), "model_kwargs": meta.get("model_kwargs"),
+        "data": data_name, "baseline_held_out_top1": base["top1"], "masks_per_unit": a.masks, "keep_ratio": a.keep,
+        "train_batches": a.train_batches, "held_out_batches": a.held_out_batches, "batch_size": a.batch_size,
+        "held_out_images": base["n"], "max_positions": a.max_positions, "seed": a.seed,
+        "units_evaluated": len(rows), "units_total": len(names),
+        "median_spearman_error_accuracy": float(np.nanmedian(rho_acc)),
+        "median_spearman_error_loss": float(np.nanmedian(rho_loss)),
+        "rows": rows, "wall_time_s": time.perf_counter() - t_start, "threads": a.threads,
+        "load_average": os.getloadavg(), "machine": machine(),
+    }
+    stem = a.out_name
+    if os.sep in stem or "/" in stem:
+        out = Path(stem)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        md_path = out.with_suffix(".md")
+    else:
+        save(f"{stem}.json", result)
+        md_path = RESULTS / f"{stem}.md"
+    md = [f"# Stage-1 fidelity: {meta.get('arch')} {meta.get('model_kwargs')} on {Path(data_name).name}",
+          "", f"Spearman rank correlation between the stage-1 reconstruction error and the stage-2 held-out accuracy "
+          f"(after adaptive BN) over {a.masks} random masks per unit at keep ratio {a.keep}; "
+          f"{base['n']} held-out images (unpruned top-1 {base['top1']:.3f}), {a.train_batches}x{a.batch_size} "
+          "training images for Q and BN re-estimation.", "",
+          "| unit | channels | kept | rho(error, accuracy) | rho(error, loss) | accuracy min / mean / max |",
+          "|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        md.append(f"| {r['unit']} | {r['channels']} | {r['keep']} | {r['spearman_error_accuracy']:.3f} | "
+                  f"{r['spearman_error_loss']:.3f} | {r['accuracy_min']:.3f} / {r['accuracy_mean']:.3f} / "
+                  f"{r['accuracy_max']:.3f} |")
+    md += ["", f"Median rho(error, accuracy) {np.nanmedian(rho_acc):.3f}; median rho(error, loss) "
+           f"{np.nanmedian(rho_loss):.3f}. Wall time {result['wall_time_s']:.0f} s ({a.threads} threads)."]
+    md_path.write_text("\n".join(md) + "\n")
+    print(f"wrote {md_path}")
+
+
+if __name__ == "__main__":
+    main()

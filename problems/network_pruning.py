@@ -1,0 +1,766 @@
+"""Whole-network pruning as a (multi-objective) problem: one genome decides every unit's channels at once.
+
+Objectives (all minimised, all in [0, 1] for a feasible genome, so the hypervolume reference is ``(1, 1)``):
+
+* ``error``: 1 - top-1 accuracy on held-out calibration batches (carved from the training set, never test) of the
+  model with the decoded masks applied, after adaptive BatchNorm (every BN's statistics re-estimated on
+  ``bn_batches`` training batches: reset, cumulative average, train mode; as EagleEye does);
+* ``macs`` / ``params``: MACs / parameters of the pruned model as a fraction of the unpruned one, from the analytic
+  :class:`~evoprune.pruning.CostModel` -- exact, and for the whole population in one vectorised call.
+
+Encodings (``encoding=``):
+
+* ``ratios`` (default, real-valued; what NSGA-II's SBX/polynomial operators and CMA-ES search): one keep ratio per
+  unit in ``[min_ratio, 1]``; unit ``u`` keeps ``k = round(r * n_u)`` channels (at least ``ceil(min_ratio * n_u)``
+  and the unit's ``min_keep``; a multiple of its channel groups), chosen as its top-k by an importance criterion
+  (``importance="l1"``: filter L1 norms, ranked once at construction). Genomes that decode to the same counts share
+  one cache entry.
+* ``masks`` (binary): the units' masks concatenated (``n_var`` = total channels); ``repair`` brings every unit to at
+  least ``ceil(min_ratio * n_u)`` channels by adding its most important missing ones. ``sample`` draws ratio genomes
+  and decodes them, so searches start from importance-ranked decisions and refine which channels are kept.
+
+``sample`` draws, per genome, a level ``s ~ U(min_ratio, 1)`` and per-unit ratios ``U(s - 0.25, s + 0.25)`` clipped
+to the bounds: populations (and random search) cover the whole cost range instead of bunching around one value.
+
+Constraints: ``max_macs`` / ``max_params`` (fractions). A genome over a limit is not run through the network at all
+(its cost is analytic); its ``error`` is ``1 + violation`` (the summed excess fractions), worse than any feasible
+genome and still graded towards feasibility. With ``objectives=("error",)`` and ``max_macs=1/3`` this is the
+single-objective form that ``ga`` / ``cmaes`` optimise ("the most accurate model within a third of the MACs").
+
+How the error is measured cheaply (the only expensive part):
+
+* calibration batches are materialised once on the model's device;
+* ``forward="sliced"`` (chosen by ``"auto"`` when it reproduces the masked model on a probe genome): the forward
+  runs the model's own modules through :func:`torch.func.functional_call` with every pruned parameter sliced to the
+  kept channels, so a model at 30 % of the MACs costs roughly 30 % of a full forward, with no copy of the model and
+  no surgery (``apply`` deep-copies the model: ~80 ms for a VGG-16 w0.25); BatchNorm statistics live in fresh
+  per-genome buffers handed to ``functional_call``, so the model's own statistics are never touched;
+* ``forward="soft"`` (fallback: grouped/depthwise convs, or a model whose forward reads channel counts): the removed
+  channels are zeroed where their consumers read them (forward pre-hooks, removed after each call), with the same
+  fresh BN buffers -- exact as well, but every forward costs a full forward;
+* ``torch.no_grad``, only ``bn_batches`` + ``eval_batches`` batches per genome, results cached by genome.
+
+Measured cost per evaluation (cache misses; 2 BN + 2 held-out batches of 128, CIFAR-10 VGG-16 width 0.25, 13 units,
+1,056 channels, 2-core CPU shared with other jobs): see :meth:`NetworkPruningProblem.cost` for a live figure and
+``benchmarks/results/compare_strategies.json`` for the measured one (about 0.2-0.5 s with ``sliced`` against about
+1-2 s with ``soft``, depending on the genome's MACs and the machine's load).
+
+The model is never modified: parameters, statistics, train/eval flags and BN momenta are as before every call.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from evoprune.errors import EvopruneError
+from evoprune.registry import PROBLEMS
+
+from .base import check_population, make_toolbox, wrap
+
+__all__ = ["NetworkPruningProblem", "network_problem", "METRICS"]
+
+METRICS = ("error", "macs", "params")
+# member kinds the sliced forward handles (see evoprune.pruning.space); others fall back to soft masks
+_SLICE_DIM = {"conv_out": 0, "linear_out": 0, "bn": 0, "conv_in": 1, "linear_in": 1}
+UNIFORM_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+# torch is imported inside functions: importing evoprune.problems (which registers this factory) stays cheap.
+def _bn_class() -> type:
+    from torch import nn
+
+    return nn.modules.batchnorm._BatchNorm
+
+
+def _as_objectives(objectives: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    objs = tuple(s.strip() for s in objectives.split(",")) if isinstance(objectives, str) else tuple(objectives)
+    objs = tuple(o for o in objs if o)
+    bad = [o for o in objs if o not in METRICS]
+    if not objs or bad or len(set(objs)) != len(objs) or "error" not in objs:
+        raise EvopruneError(f"objectives must name 'error' and optionally 'macs' and/or 'params', each once "
+                            f"(e.g. error,macs), got {','.join(objs) or 'nothing'}")
+    return objs
+
+
+def _fraction(name: str, value: Any, low: float = 0.0) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not low < float(value) <= 1.0:
+        raise EvopruneError(f"{name} must be a fraction in ({low:g}, 1], got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise EvopruneError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _batches(data: Any, bn_batches: int, eval_batches: int, batch_size: int, seed: int
+             ) -> Tuple[List[Any], List[Any]]:
+    """``(bn, held_out)`` batch lists from Loaders, CalibrationData or a ``(train, held_out)`` pair."""
+    if hasattr(data, "train_batches") and hasattr(data, "calib_batches"):  # evoprune.data.Loaders
+        bn = data.train_batches(bn_batches, batch_size=batch_size, seed=seed) if bn_batches else []
+        held = data.calib_batches(eval_batches, batch_size=batch_size)
+    elif hasattr(data, "train") and hasattr(data, "held_out"):  # evoprune.fitness.CalibrationData
+        bn, held = list(data.train)[:bn_batches], list(data.held_out)[:eval_batches]
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        bn, held = list(data[0] or [])[:bn_batches], list(data[1] or [])[:eval_batches]
+    else:
+        raise EvopruneError("network problem data must be evoprune Loaders, CalibrationData, or a pair "
+                            f"(bn_batches, held_out_batches) of (x, y) lists; got {type(data).__name__}")
+    import torch
+
+    if not held:
+        raise EvopruneError("network problem needs at least one held-out calibration batch (x, y); "
+                            "use a larger calibration split or eval_batches >= 1")
+    if bn_batches and not bn:
+        raise EvopruneError("network problem found no training batch for BatchNorm re-estimation; "
+                            "use a larger dataset or bn_batches=0")
+    for what, items in (("BN", bn), ("held-out", held)):
+        for b in items:
+            if not (isinstance(b, (tuple, list)) and len(b) == 2 and isinstance(b[0], torch.Tensor)
+                    and isinstance(b[1], torch.Tensor)):
+                raise EvopruneError(f"{what} batches must be (x, y) tensor pairs")
+    return bn, held
+
+
+class _ConsumerMask:
+    """Forward pre-hook zeroing a consumer's removed input channels; ``mult`` is swapped per genome."""
+
+    def __init__(self, linear: bool) -> None:
+        self.linear = linear
+        self.mult: Optional[torch.Tensor] = None
+
+    def __call__(self, module: Any, args: Tuple[Any, ...]) -> Any:
+        if self.mult is None:
+            return None
+        x = args[0]
+        m = self.mult if self.linear else self.mult.view((1, -1) + (1,) * (x.dim() - 2))
+        return (x * m.to(dtype=x.dtype),) + tuple(args[1:])
+
+
+class _MasksInit:
+    """Init operator of the masks encoding for the GA (``default_operators["init"]``): decoded ratio samples."""
+
+    __name__ = __qualname__ = "network-masks-init"  # a stable label in run parameters and checkpoints
+
+    def __init__(self, problem: "NetworkPruningProblem") -> None:
+        self.problem = problem
+
+    def __repr__(self) -> str:
+        return "network-masks-init"
+
+    def __call__(self, size: int, n: int, k: Any = None, *, rng: np.random.Generator, **_: Any) -> np.ndarray:
+        return self.problem.sample(rng, size)
+
+
+# ------------------------------------------------------------------------------------------------------ problem
+class NetworkPruningProblem:
+    """Prune a whole network: genomes decide every unit's channels; objectives error and MACs (or params).
+
+    Args:
+        model: the trained network (never modified).
+        space: its :class:`~evoprune.pruning.PruningSpace` (``None``: built from ``model`` and the data's shape).
+        data: evoprune ``Loaders``, a ``CalibrationData``, or a pair ``(bn_batches, held_out_batches)``.
+        encoding: ``"ratios"`` (real, one keep ratio per unit) or ``"masks"`` (binary, every channel).
+        objectives: names among ``error``, ``macs``, ``params`` (``error`` required), or a comma-separated string.
+        min_ratio: smallest keep ratio of any unit (the lower bound of the ratio genome).
+        bn_batches: training batches for adaptive BN (0: keep the model's statistics).
+        eval_batches: held-out batches the error is measured on.
+        importance: criterion ranking each unit's channels (``evoprune.pruning.IMPORTANCE``), for ``ratios``
+            decoding, ``masks`` repair and sampling.
+        batch_size: batch size when batches are drawn from ``Loaders``.
+        seed: picks the BN batches (and seeds ``importance="random"``); fixed per problem instance.
+        max_macs, max_params: optional cost limits (fractions), see the module docstring.
+        forward: ``"auto"``, ``"sliced"`` or ``"soft"`` (how masked models are run; see the module docstring).
+        name: problem name (default ``network(<arch>, <encoding>, <objectives>)``).
+    """
+
+    def __init__(self, model: Any, space: Any = None, data: Any = None, *, encoding: str = "ratios",
+                 objectives: Union[str, Sequence[str]] = ("error", "macs"), min_ratio: float = 0.05,
+                 bn_batches: int = 2, eval_batches: int = 2, importance: str = "l1", batch_size: int = 128,
+                 seed: int = 0, max_macs: Optional[float] = None, max_params: Optional[float] = None,
+                 forward: str = "auto", name: Optional[str] = None, arch: Optional[str] = None) -> None:
+        import torch
+        from torch import nn
+
+        from evoprune.pruning import CostModel, IMPORTANCE, PruningSpace
+
+        if not isinstance(model, nn.Module):
+            raise EvopruneError(f"network problem needs a torch.nn.Module, got {type(model).__name__}")
+        if encoding not in ("ratios", "masks"):
+            raise EvopruneError(f"encoding must be 'ratios' or 'masks', got {encoding!r}")
+        if forward not in ("auto", "sliced", "soft"):
+            raise EvopruneError(f"forward must be 'auto', 'sliced' or 'soft', got {forward!r}")
+        if importance not in IMPORTANCE:
+            raise EvopruneError(f"unknown importance '{importance}'; use one of {', '.join(sorted(IMPORTANCE))}")
+        self.objectives: Tuple[str, ...] = _as_objectives(objectives)
+        self.weights: Tuple[float, ...] = (-1.0,) * len(self.objectives)
+        self.min_ratio = _fraction("min_ratio", min_ratio)
+        if self.min_ratio >= 1.0:
+            raise EvopruneError(f"min_ratio must be below 1 (1 leaves nothing to prune), got {min_ratio}")
+        self.max_macs = _fraction("max_macs", max_macs)
+        self.max_params = _fraction("max_params", max_params)
+        if len(self.objectives) == 1 and self.max_macs is None and self.max_params is None:
+            raise EvopruneError("objectives=error alone is minimised by the unpruned model; add a cost limit "
+                                "(--param max_macs=0.33) or a cost objective (objectives=error,macs)")
+        self.bn_batches = _count("bn_batches", bn_batches, 0)
+        self.eval_batches = _count("eval_batches", eval_batches, 1)
+        self.encoding = encoding
+        self.model = model
+        self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        bn, held = _batches(data, self.bn_batches, self.eval_batches, int(batch_size), int(seed))
+        # materialised once on the model's device: every evaluation reuses the same tensors
+        self._bn_x = [x.to(self.device).contiguous() for x, _ in bn]
+        self._ev = [(x.to(self.device).contiguous(), y.to(self.device)) for x, y in held]
+        if space is None:
+            space = PruningSpace(model, (1,) + tuple(self._ev[0][0].shape[1:]), warn=False)
+        self.space = space
+        space.check_model(model)
+        self.cost_model = CostModel(space)
+        units = space.units
+        self.unit_names: List[str] = [u.name for u in units]
+        self.sizes = np.asarray([u.channels for u in units], dtype=np.int64)
+        self.groups = np.asarray([u.channel_groups for u in units], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        per = self.sizes // self.groups
+        # fewest channels per block: min_ratio of the unit and the space's own minimum
+        lo = np.maximum(np.ceil(self.min_ratio * self.sizes - 1e-9).astype(np.int64),
+                        np.asarray([u.min_keep for u in units], dtype=np.int64))
+        self._per = per
+        self._lo_block = np.minimum(-(-lo // self.groups), per).clip(min=1)
+        self.min_keep = self._lo_block * self.groups  # per unit, in channels
+        # importance rank of every channel inside its block (0 = most important), concatenated over units
+        rng = np.random.default_rng(seed)
+        self.importance_name = importance
+        ranks, scores_all = [], []
+        for u, g, p in zip(units, self.groups, per):
+            s = np.asarray(IMPORTANCE[importance](model, space, u, data=bn or held, rng=rng), dtype=np.float64)
+            s = np.nan_to_num(s, nan=-np.inf)
+            order = np.argsort(-s.reshape(g, p), axis=1, kind="stable")
+            rank = np.empty((g, p), dtype=np.int64)
+            np.put_along_axis(rank, order, np.arange(p)[None, :].repeat(g, 0), axis=1)
+            ranks.append(rank.ravel())
+            scores_all.append(s)
+        self._rank = np.concatenate(ranks)
+        self.importance = np.concatenate(scores_all)
+        self._unit_of = np.repeat(np.arange(len(units)), self.sizes)
+        self.n_units = len(units)
+        if encoding == "ratios":
+            self.n_var = self.n_units
+            self.lower = np.full(self.n_units, self.min_ratio)
+            self.upper = np.ones(self.n_units)
+        else:
+            self.n_var = int(self.sizes.sum())
+            self.default_operators = {"init": _MasksInit(self), "crossover": "uniform", "mutation": "flip",
+                                      "selection": "tournament"}
+        self.hv_ref: Optional[Tuple[float, ...]] = (1.0,) * len(self.objectives) if len(self.objectives) > 1 \
+            else None
+        self.k = None
+        self.arch = arch or type(model).__name__
+        tag = "+".join(self.objectives)
+        if self.max_macs is not None:
+            tag += f", macs<={self.max_macs:g}"
+        if self.max_params is not None:
+            tag += f", params<={self.max_params:g}"
+        self.name = name or f"network({self.arch}, {encoding}, {tag})"
+        self._setup_forward(forward)
+        self.cache: Dict[bytes, float] = {}
+        self._hooks: Dict[str, _ConsumerMask] = {}
+        self.evaluations = 0  # forward evaluations actually run (cache misses of feasible genomes)
+        self.cache_hits = 0
+        self.infeasible = 0
+        self.seconds = 0.0
+
+    # -------------------------------------------------------------------------------------------- protocol
+    @property
+    def n_obj(self) -> int:
+        return len(self.objectives)
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """``size`` genomes spread over the whole cost range (see the module docstring)."""
+        size = int(size)
+        s = rng.uniform(self.min_ratio, 1.0, size=(size, 1))
+        r = np.clip(s + rng.uniform(-0.25, 0.25, size=(size, self.n_units)), self.min_ratio, 1.0)
+        return r if self.encoding == "ratios" else self.masks_of_counts(self.counts_of_ratios(r))
+
+    def repair(self, genomes: np.ndarray, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+        """Valid genomes (a new array): ratios clipped to ``[min_ratio, 1]``; masks brought to ``min_keep``."""
+        g = np.array(genomes, copy=True)
+        one = g.ndim == 1
+        g = np.atleast_2d(g)
+        if self.encoding == "ratios":
+            g = np.clip(np.nan_to_num(g.astype(float), nan=1.0), self.min_ratio, 1.0)
+        else:
+            g = self._repair_masks(g.astype(bool))
+        return g[0] if one else g
+
+    def evaluate(self, population: np.ndarray) -> np.ndarray:
+        """``[P, n_obj]`` objective values of a population (one vectorised cost call; error per genome, cached)."""
+        pop = check_population(self, population)
+        if len(pop) == 0:
+            return np.zeros((0, self.n_obj))
+        masks, counts = self._decode(pop)
+        fr = self._fractions(counts)
+        err = np.empty(len(pop))
+        viol = self._violation(fr)
+        feasible = viol <= 0
+        err[~feasible] = 1.0 + viol[~feasible]
+        self.infeasible += int((~feasible).sum())
+        keys = [self._key(masks[i], counts[i]) for i in range(len(pop))]
+        todo = [i for i in np.flatnonzero(feasible) if keys[i] not in self.cache]
+        self.cache_hits += int(feasible.sum()) - len(todo)
+        if todo:
+            t0 = time.perf_counter()
+            with self._evaluation_context() as run:
+                for i in todo:
+                    if keys[i] not in self.cache:  # duplicates inside one call run once
+                        self.cache[keys[i]] = 1.0 - run(masks[i])
+                        self.evaluations += 1
+            self.seconds += time.perf_counter() - t0
+        for i in np.flatnonzero(feasible):
+            err[i] = self.cache[keys[i]]
+        cols = {"error": err, "macs": fr["macs"], "params": fr["params"]}
+        return np.stack([cols[o] for o in self.objectives], axis=1)
+
+    def toolbox(self, **kw: Any) -> Any:
+        """A DEAP ``Toolbox``: binary operators for ``masks`` (see ``make_toolbox``); bounded SBX + polynomial
+        mutation (``eta_cx``, ``eta_mut``, ``indpb``) and NSGA-II/tournament selection for ``ratios``."""
+        if self.encoding == "masks":
+            return make_toolbox(self, **kw)
+        from deap import base, tools
+
+        rng = kw.pop("rng", None) or np.random.default_rng(kw.pop("seed", None))
+        eta_cx, eta_mut = float(kw.pop("eta_cx", 15.0)), float(kw.pop("eta_mut", 20.0))
+        indpb = float(kw.pop("indpb", 1.0 / self.n_var))
+        if kw:
+            raise EvopruneError(f"the ratios toolbox takes rng, seed, eta_cx, eta_mut, indpb; got {sorted(kw)}")
+        lo, hi = self.lower.tolist(), self.upper.tolist()
+        tb = base.Toolbox()
+        tb.register("individual", lambda: wrap(self.sample(rng, 1)[0], self.weights))
+        tb.register("population", lambda n: [wrap(g, self.weights) for g in self.sample(rng, n)])
+        tb.register("mate", tools.cxSimulatedBinaryBounded, eta=eta_cx, low=lo, up=hi)
+        tb.register("mutate", tools.mutPolynomialBounded, eta=eta_mut, low=lo, up=hi, indpb=indpb)
+        if self.n_obj > 1:
+            tb.register("select", tools.selNSGA2)
+        else:
+            tb.register("select", tools.selTournament, tournsize=3)
+        tb.register("evaluate", lambda ind: tuple(float(v) for v in self.evaluate(np.asarray(ind)[None])[0]))
+        tb.register("map", map)
+        tb.register("repair", lambda genomes: self.repair(genomes, rng))
+        tb.rng = rng
+        return tb
+
+    # ------------------------------------------------------------------------------------------- decoding
+    def counts_of_ratios(self, ratios: np.ndarray) -> np.ndarray:
+        """Kept channels per unit ``[P, U]`` of ratio genomes (rounded, bounded, multiples of channel groups)."""
+        R = np.atleast_2d(np.asarray(ratios, dtype=float))
+        if not np.all(np.isfinite(R)):
+            raise EvopruneError("ratio genomes must be finite numbers")
+        kb = np.floor(R * self._per + 0.5).astype(np.int64)
+        return np.clip(kb, self._lo_block, self._per) * self.groups
+
+    def masks_of_counts(self, counts: np.ndarray) -> np.ndarray:
+        """Concatenated masks ``[P, n_channels]`` keeping each unit's top-``k`` channels by importance."""
+        K = np.atleast_2d(np.asarray(counts, dtype=np.int64))
+        kb = K // self.groups
+        return self._rank[None, :] < kb[:, self._unit_of]
+
+    def counts_of_masks(self, masks: np.ndarray) -> np.ndarray:
+        M = np.atleast_2d(np.asarray(masks, dtype=bool))
+        return np.add.reduceat(M.astype(np.int64), self.offsets[:-1], axis=1)
+
+    def decode(self, genome: np.ndarray) -> Dict[str, np.ndarray]:
+        """``{unit name: bool mask}`` of one genome (what ``evoprune.pruning.apply`` takes)."""
+        g = np.asarray(genome)
+        if g.ndim != 1 or g.shape[0] != self.n_var:
+            raise EvopruneError(f"problem '{self.name}' expects one genome of length {self.n_var}, got shape {g.shape}")
+        M, _ = self._decode(g[None])
+        return {n: M[0, a:b].copy() for n, a, b in zip(self.unit_names, self.offsets[:-1], self.offsets[1:])}
+
+    def uniform_genomes(self, ratios: Sequence[float]) -> np.ndarray:
+        """Genomes keeping the same ratio of every unit (importance-ranked channels), in this encoding."""
+        r = np.repeat(np.asarray(ratios, dtype=float)[:, None], self.n_units, axis=1)
+        r = np.clip(r, self.min_ratio, 1.0)
+        return r if self.encoding == "ratios" else self.masks_of_counts(self.counts_of_ratios(r))
+
+    def full_genome(self) -> np.ndarray:
+        """The genome of the unpruned model."""
+        return np.ones(self.n_var, dtype=float if self.encoding == "ratios" else bool)
+
+    def _decode(self, pop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        if self.encoding == "ratios":
+            counts = self.counts_of_ratios(pop)
+            return self.masks_of_counts(counts), counts
+        M = np.asarray(pop).astype(bool)
+        counts = self.counts_of_masks(M)
+        if np.any(counts < self.min_keep) or np.any(self._block_counts_uneven(M)):
+            raise EvopruneError(f"problem '{self.name}': a mask genome keeps fewer than min_keep channels in a unit "
+                                "(or uneven channel groups); pass it through problem.repair first")
+        return M, counts
+
+    def _block_counts_uneven(self, M: np.ndarray) -> np.ndarray:
+        bad = np.zeros(len(M), dtype=bool)
+        for u in np.flatnonzero(self.groups > 1):
+            c = M[:, self.offsets[u]:self.offsets[u + 1]].reshape(len(M), self.groups[u], -1).sum(2)
+            bad |= (c != c[:, :1]).any(1)
+        return bad
+
+    def _repair_masks(self, M: np.ndarray) -> np.ndarray:
+        """Per unit (per block): below ``lo`` add the most important missing channels; grouped units get the
+        same count in every block (the rounded mean), dropping the least important ones where needed."""
+        out = M.copy()
+        for u in range(self.n_units):
+            a, b = self.offsets[u], self.offsets[u + 1]
+            g, p = int(self.groups[u]), int(self._per[u])
+            blk = out[:, a:b].reshape(len(out), g, p)
+            rank = self._rank[a:b].reshape(g, p)
+            cnt = blk.sum(2)
+            if g == 1:
+                target = np.maximum(cnt, self._lo_block[u])
+            else:
+                target = np.clip(np.floor(cnt.mean(1, keepdims=True) + 0.5), self._lo_block[u], p).astype(np.int64)
+                target = np.broadcast_to(target, cnt.shape)
+            if np.array_equal(target, cnt):
+                continue
+            order = np.argsort(rank, axis=1)  # columns by importance, most important first
+            sorted_blk = np.take_along_axis(blk, order[None], axis=2)
+            add_need = np.maximum(target - cnt, 0)[..., None]
+            missing = ~sorted_blk
+            sorted_blk |= missing & (np.cumsum(missing, axis=2) <= add_need)
+            drop_need = np.maximum(cnt - target, 0)[..., None]
+            kept_rev = sorted_blk[..., ::-1]
+            drop = kept_rev & (np.cumsum(kept_rev, axis=2) <= drop_need)
+            sorted_blk &= ~drop[..., ::-1]
+            fixed = np.empty_like(sorted_blk)
+            np.put_along_axis(fixed, np.broadcast_to(order[None], sorted_blk.shape), sorted_blk, axis=2)
+            out[:, a:b] = fixed.reshape(len(out), -1)
+        return out
+
+    # ---------------------------------------------------------------------------------------- costs, keys
+    def _fractions(self, counts: np.ndarray) -> Dict[str, np.ndarray]:
+        cm = self.cost_model
+        return {"macs": cm.macs_batch(counts) / float(cm.base_macs),
+                "params": cm.params_batch(counts) / float(cm.base_params)}
+
+    def _violation(self, fr: Mapping[str, np.ndarray]) -> np.ndarray:
+        v = np.zeros(len(fr["macs"]))
+        if self.max_macs is not None:
+            v += np.maximum(fr["macs"] - self.max_macs, 0.0)
+        if self.max_params is not None:
+            v += np.maximum(fr["params"] - self.max_params, 0.0)
+        return v
+
+    def _key(self, mask: np.ndarray, counts: np.ndarray) -> bytes:
+        # ratio genomes decode through counts alone: equal counts = equal masks, one cache entry
+        if self.encoding == "ratios":
+            return counts.astype(np.int32).tobytes()
+        return np.packbits(mask).tobytes()
+
+    # ------------------------------------------------------------------------------------------ forwards
+    def _setup_forward(self, forward: str) -> None:
+        """Precompute index maps for the sliced and soft forwards; pick one (``auto``: sliced if it checks out)."""
+        from torch import nn
+
+        _BN = _bn_class()
+        mods = dict(self.model.named_modules())
+        self._modules = mods
+        self._bns = [(n, m) for n, m in mods.items() if isinstance(m, _BN) and m.track_running_stats
+                     and m.running_mean is not None]
+        # soft: consumer name -> (local input indices, global channel positions)
+        soft: Dict[str, List[Tuple[np.ndarray, np.ndarray]]] = {}
+        kinds: Dict[str, str] = {}
+        # sliced: (module, dim) -> (local indices, global channel positions)
+        sliced: Dict[Tuple[str, int], List[Tuple[np.ndarray, np.ndarray]]] = {}
+        why_not = None
+        for ui, u in enumerate(self.space.units):
+            off = int(self.offsets[ui])
+            for c in u.consumers:
+                soft.setdefault(c.name, []).append((np.asarray(c.index), np.asarray(c.channel) + off))
+                kinds[c.name] = c.kind
+            for mem in u.members:
+                dim = _SLICE_DIM.get(mem.kind)
+                m = mods.get(mem.name)
+                if dim is None:
+                    why_not = why_not or f"'{mem.name}' is a {mem.kind} member"
+                    continue
+                if isinstance(m, nn.modules.conv._ConvNd) and m.groups != 1:
+                    why_not = why_not or f"'{mem.name}' is a grouped conv"
+                sliced.setdefault((mem.name, dim), []).append((np.asarray(mem.index), np.asarray(mem.channel) + off))
+        cat = lambda parts: (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))  # noqa
+        self._soft = {n: cat(parts) + (kinds[n],) for n, parts in soft.items()}
+        self._sliced = {k: cat(parts) for k, parts in sliced.items()}
+        self._tensors = self._sliceable_tensors()
+        self.forward_mode = "soft"
+        self.forward_info = ""
+        if forward == "soft":
+            self.forward_info = "soft masks (asked for)"
+            return
+        if why_not is None:
+            why_not = self._check_sliced()
+        if why_not is None:
+            self.forward_mode = "sliced"
+            self.forward_info = "sliced parameters (checked against soft masks on a probe genome)"
+        elif forward == "sliced":
+            raise EvopruneError(f"forward='sliced' cannot run this model ({why_not}); use forward='auto' or 'soft'")
+        else:
+            self.forward_info = f"soft masks ({why_not})"
+
+    def _sliceable_tensors(self) -> Dict[Tuple[str, int], List[Tuple[str, Any]]]:
+        """For each sliced (module, dim): the ``(state name, tensor)`` pairs cut along that dim."""
+        _BN = _bn_class()
+        out: Dict[Tuple[str, int], List[Tuple[str, Any]]] = {}
+        for (name, dim) in self._sliced:
+            m = self._modules[name]
+            items = []
+            if isinstance(m, _BN):
+                for attr in ("weight", "bias", "running_mean", "running_var"):
+                    t = getattr(m, attr, None)
+                    if t is not None:
+                        items.append((attr, t))
+            else:
+                for attr in ("weight", "bias"):
+                    t = getattr(m, attr, None)
+                    if t is not None and (attr == "weight" or dim == 0):
+                        items.append((attr, t))
+            out[(name, dim)] = [(f"{name}.{a}" if name else a, t.detach()) for a, t in items]
+        return out
+
+    def _sliced_state(self, row: np.ndarray, adapt: bool) -> Dict[str, Any]:
+        """Every pruned tensor cut to the kept channels of one decision, plus fresh BN buffers."""
+        import torch
+
+        state: Dict[str, Any] = {}
+        keep_idx: Dict[Tuple[str, int], Any] = {}
+        for key, (loc, glob) in self._sliced.items():
+            name, dim = key
+            size = self._modules[name].weight.shape[dim]
+            keep = np.ones(size, dtype=bool)
+            keep[loc] = row[glob]
+            keep_idx[key] = torch.from_numpy(np.flatnonzero(keep)).to(self.device)
+        for key, items in self._tensors.items():
+            name, dim = key
+            idx = keep_idx[key]
+            for full, t in items:
+                src = state.get(full, t)
+                if dim < src.dim():
+                    state[full] = src.index_select(dim, idx)
+        for name, bn in self._bns:
+            prefix = f"{name}." if name else ""
+            c = state[prefix + "running_mean"].shape[0] if prefix + "running_mean" in state else bn.num_features
+            if adapt:  # adaptive BN: statistics start from scratch in buffers of our own
+                state[prefix + "running_mean"] = torch.zeros(c, device=self.device)
+                state[prefix + "running_var"] = torch.ones(c, device=self.device)
+            elif prefix + "running_mean" not in state:
+                state[prefix + "running_mean"] = bn.running_mean.detach().clone()
+                state[prefix + "running_var"] = bn.running_var.detach().clone()
+            if bn.num_batches_tracked is not None:
+                state[prefix + "num_batches_tracked"] = torch.zeros((), dtype=torch.long, device=self.device)
+        return state
+
+    def _soft_state(self, row: np.ndarray, adapt: bool) -> Dict[str, Any]:
+        """Fresh BN buffers; the consumers' hooks get this decision's 0/1 input multipliers."""
+        import torch
+        from torch import nn
+
+        state: Dict[str, Any] = {}
+        for name, bn in self._bns:
+            prefix = f"{name}." if name else ""
+            c = bn.num_features
+            if adapt:
+                state[prefix + "running_mean"] = torch.zeros(c, device=self.device)
+                state[prefix + "running_var"] = torch.ones(c, device=self.device)
+            else:
+                state[prefix + "running_mean"] = bn.running_mean.detach().clone()
+                state[prefix + "running_var"] = bn.running_var.detach().clone()
+            if bn.num_batches_tracked is not None:
+                state[prefix + "num_batches_tracked"] = torch.zeros((), dtype=torch.long, device=self.device)
+        for name, (loc, glob, _kind) in self._soft.items():
+            hook = self._hooks[name]
+            m = self._modules[name]
+            width = m.in_channels if isinstance(m, nn.modules.conv._ConvNd) else m.in_features
+            mult = np.ones(width, dtype=np.float32)
+            mult[loc] = row[glob]
+            hook.mult = torch.from_numpy(mult).to(self.device)
+        return state
+
+    def _evaluation_context(self, mode: Optional[str] = None, adapt: Optional[bool] = None) -> Any:
+        """Context yielding ``run(mask_row) -> accuracy``; restores modes, momenta and hooks on exit."""
+        import torch
+
+        problem = self
+        mode = mode or self.forward_mode
+        adapt = self.bn_batches > 0 and bool(self._bn_x) if adapt is None else adapt
+
+        class _Ctx:
+            def __enter__(self) -> Any:
+                self.modes = [(m, m.training) for m in problem.model.modules()]
+                self.momenta = [(bn, bn.momentum) for _, bn in problem._bns]
+                self.grad = torch.is_grad_enabled()
+                torch.set_grad_enabled(False)
+                problem.model.eval()
+                self.handles = []
+                if mode == "soft":
+                    problem._hooks = {}
+                    for name, (_, _, kind) in problem._soft.items():
+                        hook = _ConsumerMask(kind == "linear")
+                        problem._hooks[name] = hook
+                        self.handles.append(problem._modules[name].register_forward_pre_hook(hook))
+                return lambda row: problem._accuracy(row, mode, adapt)
+
+            def __exit__(self, *exc: Any) -> None:
+                for h in self.handles:
+                    h.remove()
+                problem._hooks = {}
+                for bn, mom in self.momenta:
+                    bn.momentum = mom
+                for m, t in self.modes:
+                    m.training = t
+                torch.set_grad_enabled(self.grad)
+
+        return _Ctx()
+
+    def _accuracy(self, row: np.ndarray, mode: str, adapt: bool) -> float:
+        import torch
+        from torch.func import functional_call
+
+        state = self._sliced_state(row, adapt) if mode == "sliced" else self._soft_state(row, adapt)
+        model = self.model
+        if adapt:
+            for _, bn in self._bns:
+                bn.momentum = None  # cumulative average over the BN batches
+                bn.train()
+            for x in self._bn_x:
+                functional_call(model, state, (x,))
+            for _, bn in self._bns:
+                bn.eval()
+        correct, count = 0, 0
+        for x, y in self._ev:
+            out = functional_call(model, state, (x,))
+            if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(y):
+                raise EvopruneError("network problem needs a model returning logits [batch, classes]")
+            correct += int((out.argmax(1) == y).sum())
+            count += len(y)
+        return correct / count
+
+    def _check_sliced(self) -> Optional[str]:
+        """Sliced and soft forwards must give the same logits on a probe decision; else the reason why not."""
+        import torch
+        from torch.func import functional_call
+
+        rng = np.random.default_rng(12345)
+        row = self.masks_of_counts(self.counts_of_ratios(rng.uniform(0.3, 0.8, size=(1, self.n_units))))[0]
+        x = self._ev[0][0][:8]
+        outs = []
+        try:
+            for mode in ("soft", "sliced"):
+                with self._evaluation_context(mode, adapt=False):
+                    st = self._sliced_state(row, False) if mode == "sliced" else self._soft_state(row, False)
+                    outs.append(functional_call(self.model, st, (x,)))
+        except Exception as exc:  # a forward that reads channel counts, an op Torch-Pruning did not map, ...
+            return f"sliced forward failed: {type(exc).__name__}"
+        a, b = outs
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape):
+            return "sliced forward gave differently shaped outputs"
+        scale = float(a.abs().max()) + 1e-6
+        if not torch.allclose(a, b, rtol=1e-3, atol=1e-4 * scale):
+            return "sliced forward disagreed with soft masks"
+        return None
+
+    # ------------------------------------------------------------------------------------------- reporting
+    def measure(self, genomes: np.ndarray) -> Dict[str, np.ndarray]:
+        """Raw ``error`` (always run, ignoring cost limits), ``macs`` and ``params`` fractions of genomes."""
+        pop = check_population(self, genomes)
+        saved = self.max_macs, self.max_params, self.objectives
+        self.max_macs = self.max_params = None
+        self.objectives = METRICS
+        try:
+            F = self.evaluate(pop)
+        finally:
+            self.max_macs, self.max_params, self.objectives = saved
+        return {m: F[:, j] for j, m in enumerate(METRICS)}
+
+    def reference_points(self, ratios: Sequence[float] = UNIFORM_RATIOS,
+                         objectives: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+        """Named reference points in raw objective units, for plots (``plot_fronts(reference=...)``):
+        ``unpruned`` (the full model, same objective: adaptive BN included) and ``uniform L1`` (every unit keeps
+        the same ratio of its most important channels, for each of ``ratios``)."""
+        objs = tuple(objectives) if objectives is not None else (
+            self.objectives if len(self.objectives) > 1 else ("error", "macs"))
+        G = np.concatenate([self.full_genome()[None], self.uniform_genomes(ratios)])
+        m = self.measure(G)
+        F = np.stack([m[o] for o in objs], axis=1)
+        label = "uniform " + (self.importance_name.upper() if self.importance_name == "l1" else self.importance_name)
+        return {"unpruned": F[:1], label: F[1:]}
+
+    def cost(self) -> Dict[str, Any]:
+        """Evaluation spending: forwards run, cache hits, infeasible (skipped) genomes, seconds per evaluation."""
+        return {"evaluations": self.evaluations, "cache_hits": self.cache_hits, "infeasible_skipped": self.infeasible,
+                "seconds": self.seconds,
+                "seconds_per_evaluation": self.seconds / self.evaluations if self.evaluations else None,
+                "forward": self.forward_info, "bn_batches": len(self._bn_x),
+                "eval_images": int(sum(len(y) for _, y in self._ev))}
+
+    def clear_cache(self) -> None:
+        """Forget cached errors and counters (e.g. between timed runs)."""
+        self.cache.clear()
+        self.evaluations = self.cache_hits = self.infeasible = 0
+        self.seconds = 0.0
+
+    def __getstate__(self) -> Dict[str, Any]:
+        st = dict(self.__dict__)
+        st["_hooks"] = {}
+        return st
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, n_var={self.n_var}, units={self.n_units}, "
+                f"objectives={self.objectives}, forward={self.forward_mode})")
+
+
+# ------------------------------------------------------------------------------------------------------ factory
+@PROBLEMS.register("network", doc="whole-network pruning of --checkpoint: per-unit keep ratios (or masks); "
+                                  "minimise held-out error (adaptive BN) and MACs fraction")
+def network_problem(model: Optional[str] = None, checkpoint: Optional[str] = None, data: str = "mini-cifar10",
+                    data_dir: Optional[str] = None, encoding: str = "ratios", seed: int = 0, bn_batches: int = 2,
+                    eval_batches: int = 2, batch_size: int = 128, objective2: str = "macs", device: str = "cpu",
+                    width: float = 1.0, objectives: Optional[Union[str, Sequence[str]]] = None,
+                    **kw: Any) -> NetworkPruningProblem:
+    """Load ``checkpoint`` and ``data`` (:func:`evoprune.session.build_setup`) and build the problem.
+
+    ``objectives`` defaults to ``("error", objective2)``; ``--param objectives=error --param max_macs=0.33`` gives
+    the single-objective form for ``ga`` / ``cmaes``. Other keywords (``min_ratio``, ``importance``, ``max_macs``,
+    ``max_params``, ``forward``) go to :class:`NetworkPruningProblem`.
+    """
+    from evoprune.device import resolve_device
+    from evoprune.session import build_setup
+
+    if not checkpoint:
+        raise EvopruneError("network problem needs --checkpoint FILE (train one with 'evoprune train')")
+    if objective2 not in ("macs", "params"):
+        raise EvopruneError(f"objective2 must be 'macs' or 'params', got {objective2!r}")
+    for key in ("bn_batches", "eval_batches", "batch_size", "seed"):
+        _count(key, locals()[key], 1 if key in ("batch_size", "eval_batches") else 0)
+    known = {"min_ratio", "importance", "max_macs", "max_params", "forward", "name"}
+    unknown = sorted(set(kw) - known)
+    if unknown:
+        raise EvopruneError(f"problem 'network' does not take parameter(s) {', '.join(unknown)}; it takes: "
+                            "encoding, objectives, objective2, min_ratio, bn_batches, eval_batches, batch_size, "
+                            "importance, max_macs, max_params, forward, width")
+    setup = build_setup(data, data_dir, model, float(width), checkpoint, resolve_device(device),
+                        batch_size=int(batch_size), seed=0)
+    meta = setup.meta or {}
+    arch = str(meta.get("arch") or type(setup.model).__name__)
+    w = (meta.get("model_kwargs") or {}).get("width")
+    if w is not None:
+        arch += f" w{w:g}"
+    if meta.get("pruned"):
+        arch += " (pruned)"
+    return NetworkPruningProblem(setup.model, None, setup.loaders, encoding=encoding,
+                                 objectives=objectives if objectives is not None else ("error", objective2),
+                                 bn_batches=bn_batches, eval_batches=eval_batches, batch_size=int(batch_size),
+                                 seed=int(seed), arch=arch, **kw)
