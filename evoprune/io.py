@@ -95,9 +95,21 @@ def write_json(path: PathLike, obj: Any) -> None:
 
 
 def append_jsonl(path: PathLike, obj: Any) -> None:
-    """Append one JSON line (metrics logs). Lines are small; a torn last line is skipped by :func:`read_jsonl`."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(to_jsonable(obj)) + "\n")
+    """Append one JSON line (metrics logs). Lines are small; a torn last line is skipped by :func:`read_jsonl`.
+
+    A torn last line left by a crash (no final newline) is cut off first, so that a resumed run's new lines do not
+    get glued to it (which would make :func:`read_jsonl` stop there and lose everything after).
+    """
+    line = (json.dumps(to_jsonable(obj)) + "\n").encode("utf-8")
+    with open(path, "ab+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size:
+            fh.seek(size - 1)
+            if fh.read(1) != b"\n":  # rare (only after a crash): find the last complete line
+                fh.seek(0)
+                fh.truncate(fh.read().rfind(b"\n") + 1)
+                fh.seek(0, os.SEEK_END)
+        fh.write(line)
         fh.flush()
 
 

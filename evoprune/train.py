@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -247,6 +248,7 @@ def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.devi
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
     epoch, batch, step = 0, 0, 0
     history: List[Dict[str, float]] = []
+    partial = None  # (seen, correct, loss sum) of an epoch interrupted by SIGINT/SIGTERM, to log it as a whole
     if state_path is not None:
         import os
 
@@ -258,13 +260,21 @@ def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.devi
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
             epoch, batch, step, history = st["epoch"], st["batch"], st["step"], list(st["history"])
+            partial = st.get("partial") if batch else None
             set_rng_states(st["rng"])
+        if log_path is not None and is_main_process() and (history or os.path.exists(log_path)):
+            # the log holds exactly the epochs the state holds: a line appended just before a kill -9, whose
+            # epoch's state was never saved, would otherwise appear twice after the resume
+            from .io import atomic_write_text, to_jsonable
 
-    def save_state() -> None:
+            atomic_write_text(log_path, "".join(json.dumps(to_jsonable(r)) + "\n" for r in history))
+
+    def save_state(partial_epoch=None) -> None:
         if state_path is not None and is_main_process():
             save_torch(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                     "scheduler": sched.state_dict(), "epoch": epoch, "batch": batch, "step": step,
-                                    "history": history, "rng": rng_states(), "config": asdict(cfg)})
+                                    "history": history, "rng": rng_states(), "config": asdict(cfg),
+                                    "partial": partial_epoch})
 
     show = progress and is_main_process()
     with _StopFlag() as flag:
@@ -274,6 +284,9 @@ def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.devi
             t0 = time.perf_counter()
             seen = correct = 0
             run_loss = 0.0
+            if partial is not None:  # the interrupted epoch's first part
+                seen, correct, run_loss = int(partial[0]), int(partial[1]), float(partial[2])
+                partial = None
             bar = None
             if show:
                 from tqdm.auto import tqdm
@@ -297,7 +310,7 @@ def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.devi
                     bar.update(1)
                     bar.set_postfix(loss=f"{run_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
                 if flag.stop:
-                    save_state()
+                    save_state((seen, correct, run_loss))
                     if bar is not None:
                         bar.close()
                     raise KeyboardInterrupt

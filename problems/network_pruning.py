@@ -49,9 +49,9 @@ The model is never modified: parameters, statistics, train/eval flags and BN mom
 """
 from __future__ import annotations
 
-import math
+import contextlib
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -167,7 +167,8 @@ class NetworkPruningProblem:
         model: the trained network (never modified).
         space: its :class:`~evoprune.pruning.PruningSpace` (``None``: built from ``model`` and the data's shape).
         data: evoprune ``Loaders``, a ``CalibrationData``, or a pair ``(bn_batches, held_out_batches)``.
-        encoding: ``"ratios"`` (real, one keep ratio per unit) or ``"masks"`` (binary, every channel).
+        encoding: ``"ratios"`` (one keep ratio per unit) or ``"masks"`` (every channel); kept as
+            ``representation``, while ``encoding`` holds the protocol's genome type (``"real"`` / ``"binary"``).
         objectives: names among ``error``, ``macs``, ``params`` (``error`` required), or a comma-separated string.
         min_ratio: smallest keep ratio of any unit (the lower bound of the ratio genome).
         bn_batches: training batches for adaptive BN (0: keep the model's statistics).
@@ -178,6 +179,10 @@ class NetworkPruningProblem:
         seed: picks the BN batches (and seeds ``importance="random"``); fixed per problem instance.
         max_macs, max_params: optional cost limits (fractions), see the module docstring.
         forward: ``"auto"``, ``"sliced"`` or ``"soft"`` (how masked models are run; see the module docstring).
+        threads: torch intra-op threads while evaluating (restored afterwards; ``None``: leave torch's setting).
+            One forward of a pruned small CNN on 128 images is too small to split: on a 2-core machine shared with
+            other jobs, 2 threads measured 4-12x *slower* than 1 here.
+        arch: a label for the model in the problem name (default: its class name).
         name: problem name (default ``network(<arch>, <encoding>, <objectives>)``).
     """
 
@@ -185,7 +190,8 @@ class NetworkPruningProblem:
                  objectives: Union[str, Sequence[str]] = ("error", "macs"), min_ratio: float = 0.05,
                  bn_batches: int = 2, eval_batches: int = 2, importance: str = "l1", batch_size: int = 128,
                  seed: int = 0, max_macs: Optional[float] = None, max_params: Optional[float] = None,
-                 forward: str = "auto", name: Optional[str] = None, arch: Optional[str] = None) -> None:
+                 forward: str = "auto", threads: Optional[int] = None, name: Optional[str] = None,
+                 arch: Optional[str] = None) -> None:
         import torch
         from torch import nn
 
@@ -209,9 +215,11 @@ class NetworkPruningProblem:
         if len(self.objectives) == 1 and self.max_macs is None and self.max_params is None:
             raise EvopruneError("objectives=error alone is minimised by the unpruned model; add a cost limit "
                                 "(--param max_macs=0.33) or a cost objective (objectives=error,macs)")
+        self.threads = None if threads is None else _count("threads", threads, 1)
         self.bn_batches = _count("bn_batches", bn_batches, 0)
         self.eval_batches = _count("eval_batches", eval_batches, 1)
-        self.encoding = encoding
+        self.representation = encoding  # "ratios" | "masks" (what the user picks)
+        self.encoding = "real" if encoding == "ratios" else "binary"  # the protocol's genome type
         self.model = model
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         bn, held = _batches(data, self.bn_batches, self.eval_batches, int(batch_size), int(seed))
@@ -287,14 +295,14 @@ class NetworkPruningProblem:
         size = int(size)
         s = rng.uniform(self.min_ratio, 1.0, size=(size, 1))
         r = np.clip(s + rng.uniform(-0.25, 0.25, size=(size, self.n_units)), self.min_ratio, 1.0)
-        return r if self.encoding == "ratios" else self.masks_of_counts(self.counts_of_ratios(r))
+        return r if self.representation == "ratios" else self.masks_of_counts(self.counts_of_ratios(r))
 
     def repair(self, genomes: np.ndarray, rng: Optional[np.random.Generator] = None) -> np.ndarray:
         """Valid genomes (a new array): ratios clipped to ``[min_ratio, 1]``; masks brought to ``min_keep``."""
         g = np.array(genomes, copy=True)
         one = g.ndim == 1
         g = np.atleast_2d(g)
-        if self.encoding == "ratios":
+        if self.representation == "ratios":
             g = np.clip(np.nan_to_num(g.astype(float), nan=1.0), self.min_ratio, 1.0)
         else:
             g = self._repair_masks(g.astype(bool))
@@ -331,7 +339,7 @@ class NetworkPruningProblem:
     def toolbox(self, **kw: Any) -> Any:
         """A DEAP ``Toolbox``: binary operators for ``masks`` (see ``make_toolbox``); bounded SBX + polynomial
         mutation (``eta_cx``, ``eta_mut``, ``indpb``) and NSGA-II/tournament selection for ``ratios``."""
-        if self.encoding == "masks":
+        if self.representation == "masks":
             return make_toolbox(self, **kw)
         from deap import base, tools
 
@@ -387,14 +395,14 @@ class NetworkPruningProblem:
         """Genomes keeping the same ratio of every unit (importance-ranked channels), in this encoding."""
         r = np.repeat(np.asarray(ratios, dtype=float)[:, None], self.n_units, axis=1)
         r = np.clip(r, self.min_ratio, 1.0)
-        return r if self.encoding == "ratios" else self.masks_of_counts(self.counts_of_ratios(r))
+        return r if self.representation == "ratios" else self.masks_of_counts(self.counts_of_ratios(r))
 
     def full_genome(self) -> np.ndarray:
         """The genome of the unpruned model."""
-        return np.ones(self.n_var, dtype=float if self.encoding == "ratios" else bool)
+        return np.ones(self.n_var, dtype=float if self.representation == "ratios" else bool)
 
     def _decode(self, pop: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        if self.encoding == "ratios":
+        if self.representation == "ratios":
             counts = self.counts_of_ratios(pop)
             return self.masks_of_counts(counts), counts
         M = np.asarray(pop).astype(bool)
@@ -458,7 +466,7 @@ class NetworkPruningProblem:
 
     def _key(self, mask: np.ndarray, counts: np.ndarray) -> bytes:
         # ratio genomes decode through counts alone: equal counts = equal masks, one cache entry
-        if self.encoding == "ratios":
+        if self.representation == "ratios":
             return counts.astype(np.int32).tobytes()
         return np.packbits(mask).tobytes()
 
@@ -589,41 +597,40 @@ class NetworkPruningProblem:
             hook.mult = torch.from_numpy(mult).to(self.device)
         return state
 
-    def _evaluation_context(self, mode: Optional[str] = None, adapt: Optional[bool] = None) -> Any:
-        """Context yielding ``run(mask_row) -> accuracy``; restores modes, momenta and hooks on exit."""
+    @contextlib.contextmanager
+    def _evaluation_context(self, mode: Optional[str] = None, adapt: Optional[bool] = None
+                            ) -> Iterator[Callable[[np.ndarray], float]]:
+        """Yields ``run(mask_row) -> accuracy``; restores modes, BN momenta, hooks, grad mode and threads."""
         import torch
 
-        problem = self
         mode = mode or self.forward_mode
         adapt = self.bn_batches > 0 and bool(self._bn_x) if adapt is None else adapt
-
-        class _Ctx:
-            def __enter__(self) -> Any:
-                self.modes = [(m, m.training) for m in problem.model.modules()]
-                self.momenta = [(bn, bn.momentum) for _, bn in problem._bns]
-                self.grad = torch.is_grad_enabled()
-                torch.set_grad_enabled(False)
-                problem.model.eval()
-                self.handles = []
-                if mode == "soft":
-                    problem._hooks = {}
-                    for name, (_, _, kind) in problem._soft.items():
-                        hook = _ConsumerMask(kind == "linear")
-                        problem._hooks[name] = hook
-                        self.handles.append(problem._modules[name].register_forward_pre_hook(hook))
-                return lambda row: problem._accuracy(row, mode, adapt)
-
-            def __exit__(self, *exc: Any) -> None:
-                for h in self.handles:
-                    h.remove()
-                problem._hooks = {}
-                for bn, mom in self.momenta:
-                    bn.momentum = mom
-                for m, t in self.modes:
-                    m.training = t
-                torch.set_grad_enabled(self.grad)
-
-        return _Ctx()
+        modes = [(m, m.training) for m in self.model.modules()]
+        momenta = [(bn, bn.momentum) for _, bn in self._bns]
+        grad, threads = torch.is_grad_enabled(), torch.get_num_threads()
+        handles = []
+        try:
+            torch.set_grad_enabled(False)
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)
+            self.model.eval()
+            if mode == "soft":
+                self._hooks = {}
+                for name, (_, _, kind) in self._soft.items():
+                    hook = self._hooks[name] = _ConsumerMask(kind == "linear")
+                    handles.append(self._modules[name].register_forward_pre_hook(hook))
+            yield lambda row: self._accuracy(row, mode, adapt)
+        finally:
+            for h in handles:
+                h.remove()
+            self._hooks = {}
+            for bn, mom in momenta:
+                bn.momentum = mom
+            for m, t in modes:
+                m.training = t
+            torch.set_grad_enabled(grad)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
     def _accuracy(self, row: np.ndarray, mode: str, adapt: bool) -> float:
         import torch
@@ -745,12 +752,12 @@ def network_problem(model: Optional[str] = None, checkpoint: Optional[str] = Non
         raise EvopruneError(f"objective2 must be 'macs' or 'params', got {objective2!r}")
     for key in ("bn_batches", "eval_batches", "batch_size", "seed"):
         _count(key, locals()[key], 1 if key in ("batch_size", "eval_batches") else 0)
-    known = {"min_ratio", "importance", "max_macs", "max_params", "forward", "name"}
+    known = {"min_ratio", "importance", "max_macs", "max_params", "forward", "threads", "name"}
     unknown = sorted(set(kw) - known)
     if unknown:
         raise EvopruneError(f"problem 'network' does not take parameter(s) {', '.join(unknown)}; it takes: "
                             "encoding, objectives, objective2, min_ratio, bn_batches, eval_batches, batch_size, "
-                            "importance, max_macs, max_params, forward, width")
+                            "importance, max_macs, max_params, forward, threads, width")
     setup = build_setup(data, data_dir, model, float(width), checkpoint, resolve_device(device),
                         batch_size=int(batch_size), seed=0)
     meta = setup.meta or {}

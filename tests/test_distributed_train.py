@@ -127,6 +127,7 @@ def test_torchrun_two_processes_match_one(tmp_path, monkeypatch):
     assert abs(hist1[-1]["test_loss"] - hist2[-1]["test_loss"]) < 0.2
 
 
+@pytest.mark.slow  # a second torchrun start (~15 s on 2 busy cores); the happy path above runs always
 def test_torchrun_rank0_error_reaches_every_rank(tmp_path):
     out = tmp_path / "taken"
     out.mkdir()

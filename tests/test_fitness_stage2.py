@@ -196,3 +196,20 @@ def test_stage2_bad_input(vgg):
     with pytest.raises(EvopruneError) as e:
         NetworkFitness(model, cons, calib.train, bad).evaluate(torch.ones(1, 32, dtype=torch.bool))
     assert "label 12" in str(e.value)
+
+
+def test_calibration_data_comes_from_the_training_split():
+    from evoprune.data import load_dataset, make_loaders
+
+    data = load_dataset("mini-cifar10")
+    loaders = make_loaders(data, batch_size=32, seed=0)
+    calib = CalibrationData.from_loaders(loaders, train_batches=2, held_out_batches=1, batch_size=32)
+    assert len(calib.train) == 2 and len(calib.held_out) == 1
+    assert calib.train[0][0].shape == (32, 3, 32, 32) and calib.held_out[0][1].dtype == torch.long
+    # the held-out batch is the calibration split carved from the training images, never the test set
+    first = data.x_train[loaders.calib_idx[:32]].float().div(255)
+    mean = torch.tensor(data.mean).view(1, 3, 1, 1)
+    std = torch.tensor(data.std).view(1, 3, 1, 1)
+    assert torch.allclose(calib.held_out[0][0], (first - mean) / std, atol=1e-5)
+    with pytest.raises(EvopruneError):
+        CalibrationData.from_loaders(loaders, train_batches=0)

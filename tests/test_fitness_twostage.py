@@ -5,7 +5,6 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from evoprune.errors import EvopruneError
 from evoprune.fitness import (BIG, CalibrationData, NetworkFitness, ReconstructionFitness, TwoStage,
@@ -58,12 +57,12 @@ def test_top_k_verification_and_memory():
     pop[5] = pop[4]  # a duplicate is verified once
     out = ts.evaluate(pop)[:, 0]
     e1 = first.evaluate(pop)[:, 0]
-    best3 = set()
+    distinct = []  # row indices in stage-1 order, one per distinct genome
     for i in torch.argsort(e1, stable=True).tolist():
-        if len({tuple(pop[j].tolist()) for j in best3}) == 3:
-            break
-        best3.add(i)
-    assert set(torch.nonzero(ts.last["verified"]).flatten().tolist()) >= best3
+        if all(not torch.equal(pop[i], pop[j]) for j in distinct):
+            distinct.append(i)
+    assert all(ts.last["verified"][i] for i in distinct[:3])
+    assert not any(ts.last["verified"][i] for i in distinct[3:])
     assert ts.last["verified"].sum() <= 4 and second.seen == 3 and len(ts.verified) == 3
     # every verified individual outranks every unverified one
     v = ts.last["verified"]
