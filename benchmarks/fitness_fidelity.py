@@ -9,6 +9,8 @@ strongly negative correlation with accuracy (positive with loss).
         --checkpoint benchmarks/results/vgg16_w0.25_cifar10.pt \\
         --data imagefolder:../shared/datasets/cifar10-jpeg.tar.gz       # the defaults
 
+Every 2nd unit by default (``--units all`` for all 13: ~2x the time); 1 training batch of 256 images for Q and BN
+re-estimation, 2 held-out batches of 256 for accuracy, 1 torch thread: < 15 min on 2 shared cores.
 Writes benchmarks/results/fitness_fidelity.json and .md. Development run (seconds per unit):
 
     evoprune train --model vgg16 --width 0.25 --data mini-cifar10 --epochs 3 --out /tmp/x
@@ -65,7 +67,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on shared busy cores 2 threads measured 4x slower per forward)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-name", default="fitness_fidelity", help="result file stem (in benchmarks/results, or a path)")
+    ap.add_argument("--out-name", default="fitness_fidelity",
+                    help="result file stem (in benchmarks/results, or a path)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if not Path(a.checkpoint).exists():
@@ -98,7 +101,8 @@ def main() -> None:
           f"{len(chosen)}/{len(names)} units, {a.masks} masks each at keep {a.keep}")
     rng = np.random.default_rng(a.seed)
     rows = []
-    header = f"{'unit':<14}{'n':>5}{'k':>5}{'rho(e1,acc)':>13}{'rho(e1,loss)':>14}{'acc range':>16}{'e1 range':>18}{'s':>7}"
+    header = (f"{'unit':<14}{'n':>5}{'k':>5}{'rho(e1,acc)':>13}{'rho(e1,loss)':>14}{'acc range':>16}"
+              f"{'e1 range':>18}{'s':>7}")
     print(header)
     for name in chosen:
         t0 = time.perf_counter()

@@ -107,7 +107,8 @@ def main() -> None:
     rel_local = float(((e_s1 - e_local).abs() / e_local).max())
     rel32 = float(((s1_f32.evaluate(few)[:, 0] - e_naive).abs() / e_naive).max())
     print(f"stage 1: {s1_rate:,.0f} individuals/s (float64), {s1_rate32:,.0f}/s (float32)")
-    print(f"naive (masked forward per individual): {naive_rate:.3f} individuals/s -> ratio {s1_rate / naive_rate:,.0f}x")
+    print(f"naive (masked forward per individual): {naive_rate:.3f} individuals/s -> "
+          f"ratio {s1_rate / naive_rate:,.0f}x")
     print(f"naive consumer-only (cached inputs): {local_rate:.2f} individuals/s -> ratio {s1_rate / local_rate:,.0f}x")
     print(f"max relative difference stage 1 vs naive (float32 forward): {rel:.2e} (float32 Q: {rel32:.2e})")
 

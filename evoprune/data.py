@@ -379,7 +379,7 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         order = self._order()
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_777)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_777 + 104_729 * self.rank)  # ranks differ
         nb = len(self)
         for b in range(nb):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]

@@ -38,7 +38,8 @@ class LinearSubset:
         self.w = np.asarray(w, dtype=float)
 
     def evaluate(self, masks: np.ndarray) -> np.ndarray:
-        return (np.asarray(masks, dtype=float) @ self.w)[:, None]
+        # einsum, not BLAS: a row's value must not depend on how the population is chunked across workers
+        return np.einsum("ij,j->i", np.asarray(masks, dtype=float), self.w)[:, None]
 
 
 class QuadraticSubset:
@@ -55,7 +56,10 @@ class QuadraticSubset:
 
     def evaluate(self, masks: np.ndarray) -> np.ndarray:
         x = np.asarray(masks).astype(self.Q.dtype)
-        return np.einsum("ij,ij->i", x @ self.Q, x).astype(np.float64)[:, None]
+        if self.Q.dtype == np.float32:  # exact integer arithmetic: BLAS is safe and fast
+            return np.einsum("ij,ij->i", x @ self.Q, x).astype(np.float64)[:, None]
+        # real Q (small random instances): a BLAS product's last bit depends on the batch shape
+        return np.einsum("ij,jk,ik->i", x, self.Q, x, optimize=False)[:, None]
 
 
 class CostLossSubset:
@@ -72,7 +76,7 @@ class CostLossSubset:
 
     def evaluate(self, masks: np.ndarray) -> np.ndarray:
         x = np.asarray(masks, dtype=float)
-        return np.stack([x @ self.costs, (1.0 - x) @ self.values], axis=1)
+        return np.stack([np.einsum("ij,j->i", x, self.costs), np.einsum("ij,j->i", 1.0 - x, self.values)], axis=1)
 
 
 # ------------------------------------------------------------------------------------------------------- problems

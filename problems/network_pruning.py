@@ -102,7 +102,7 @@ def _count(name: str, value: Any, minimum: int) -> int:
 
 def _batches(data: Any, bn_batches: int, eval_batches: int, batch_size: int, seed: int
              ) -> Tuple[List[Any], List[Any]]:
-    """``(bn, held_out)`` batch lists from Loaders, CalibrationData or a ``(train, held_out)`` pair."""
+    """``(bn inputs, held-out (x, y) batches)`` from Loaders, CalibrationData or a ``(bn, held_out)`` pair."""
     if hasattr(data, "train_batches") and hasattr(data, "calib_batches"):  # evoprune.data.Loaders
         bn = data.train_batches(bn_batches, batch_size=batch_size, seed=seed) if bn_batches else []
         held = data.calib_batches(eval_batches, batch_size=batch_size)
@@ -121,12 +121,17 @@ def _batches(data: Any, bn_batches: int, eval_batches: int, batch_size: int, see
     if bn_batches and not bn:
         raise EvopruneError("network problem found no training batch for BatchNorm re-estimation; "
                             "use a larger dataset or bn_batches=0")
-    for what, items in (("BN", bn), ("held-out", held)):
-        for b in items:
-            if not (isinstance(b, (tuple, list)) and len(b) == 2 and isinstance(b[0], torch.Tensor)
-                    and isinstance(b[1], torch.Tensor)):
-                raise EvopruneError(f"{what} batches must be (x, y) tensor pairs")
-    return bn, held
+    xs = []
+    for b in bn:  # BN re-estimation needs inputs only: bare tensors or (x, anything) pairs
+        x = b[0] if isinstance(b, (tuple, list)) and b else b
+        if not isinstance(x, torch.Tensor):
+            raise EvopruneError("BN batches must be input tensors or (x, y) pairs")
+        xs.append(x)
+    for b in held:
+        if not (isinstance(b, (tuple, list)) and len(b) == 2 and isinstance(b[0], torch.Tensor)
+                and isinstance(b[1], torch.Tensor)):
+            raise EvopruneError("held-out batches must be (x, y) tensor pairs (the error needs labels)")
+    return xs, list(held)
 
 
 class _ConsumerMask:
@@ -215,6 +220,9 @@ class NetworkPruningProblem:
         if len(self.objectives) == 1 and self.max_macs is None and self.max_params is None:
             raise EvopruneError("objectives=error alone is minimised by the unpruned model; add a cost limit "
                                 "(--param max_macs=0.33) or a cost objective (objectives=error,macs)")
+        self.options = {"encoding": encoding, "objectives": objectives, "min_ratio": min_ratio,
+                        "importance": importance, "seed": seed, "max_macs": max_macs, "max_params": max_params,
+                        "forward": forward, "threads": threads, "arch": arch}
         self.threads = None if threads is None else _count("threads", threads, 1)
         self.bn_batches = _count("bn_batches", bn_batches, 0)
         self.eval_batches = _count("eval_batches", eval_batches, 1)
@@ -224,7 +232,7 @@ class NetworkPruningProblem:
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         bn, held = _batches(data, self.bn_batches, self.eval_batches, int(batch_size), int(seed))
         # materialised once on the model's device: every evaluation reuses the same tensors
-        self._bn_x = [x.to(self.device).contiguous() for x, _ in bn]
+        self._bn_x = [x.to(self.device).contiguous() for x in bn]
         self._ev = [(x.to(self.device).contiguous(), y.to(self.device)) for x, y in held]
         if space is None:
             space = PruningSpace(model, (1,) + tuple(self._ev[0][0].shape[1:]), warn=False)
@@ -382,6 +390,11 @@ class NetworkPruningProblem:
     def counts_of_masks(self, masks: np.ndarray) -> np.ndarray:
         M = np.atleast_2d(np.asarray(masks, dtype=bool))
         return np.add.reduceat(M.astype(np.int64), self.offsets[:-1], axis=1)
+
+    def cost_fractions(self, genomes: np.ndarray) -> Dict[str, np.ndarray]:
+        """``{"macs": [P], "params": [P]}`` fractions of the unpruned model (analytic; no forward pass)."""
+        _, counts = self._decode(check_population(self, genomes))
+        return self._fractions(counts)
 
     def decode(self, genome: np.ndarray) -> Dict[str, np.ndarray]:
         """``{unit name: bool mask}`` of one genome (what ``evoprune.pruning.apply`` takes)."""
@@ -712,6 +725,15 @@ class NetworkPruningProblem:
                 "seconds_per_evaluation": self.seconds / self.evaluations if self.evaluations else None,
                 "forward": self.forward_info, "bn_batches": len(self._bn_x),
                 "eval_images": int(sum(len(y) for _, y in self._ev))}
+
+    def variant(self, **options: Any) -> "NetworkPruningProblem":
+        """The same model, space and batches with other options (``encoding``, ``objectives``, ``max_macs``, ...),
+        e.g. the scalarised single-objective form for ``ga`` / ``cmaes``; nothing is reloaded."""
+        kw = {**self.options, **options}
+        if "name" not in options:
+            kw.pop("name", None)
+        return NetworkPruningProblem(self.model, self.space, (self._bn_x, self._ev), bn_batches=len(self._bn_x),
+                                     eval_batches=len(self._ev), **kw)
 
     def clear_cache(self) -> None:
         """Forget cached errors and counters (e.g. between timed runs)."""

@@ -227,3 +227,32 @@ def test_plot_bad_inputs(tmp_path, mo_compare):
     bad.write_text(json.dumps({"x": {"cost": 1}}))
     assert_user_error(invoke("plot", mo_compare, "--reference", bad, "--out", tmp_path / "o"), "lacks loss")
     assert_user_error(invoke("plot", mo_compare, "--format", "gif", "--out", tmp_path / "o"), "--format")
+
+
+def test_search_workers_processes_matches_serial(tmp_path):
+    """--workers processes:2 evaluates population chunks in worker processes; the run equals the serial one."""
+    import json
+    import subprocess
+    import sys
+
+    outs = {}
+    for spec in ("serial", "processes:2"):
+        out = tmp_path / spec.replace(":", "_")
+        r = subprocess.run([sys.executable, "-m", "evoprune", "--json", "search", "--problem", "onemax-k",
+                            "--param", "n=40", "--param", "k=10", "--strategy", "ga", "--budget", "300",
+                            "--workers", spec, "--out", str(out)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs[spec] = json.loads((out / "result.json").read_text())
+    assert outs["serial"]["best_genome"] == outs["processes:2"]["best_genome"]
+    assert outs["serial"]["evaluations"] == outs["processes:2"]["evaluations"] == 300
+
+
+@pytest.mark.parametrize("spec", ["0", "processes:0", "threads:4"])
+def test_search_bad_workers_exit_2(tmp_path, spec):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "evoprune", "search", "--problem", "onemax-k", "--workers", spec,
+                        "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

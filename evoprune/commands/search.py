@@ -33,7 +33,8 @@ from evoprune.errors import EvopruneError
 
 CHECKPOINT_NAME = "strategy_state"
 # options that do not change what a run computes: they may differ when resuming
-_NOT_COMPARED = {"out", "overwrite", "resume", "config", "device", "checkpoint_every", "seeds_list"}
+_NOT_COMPARED = {"out", "overwrite", "resume", "config", "device", "checkpoint_every", "seeds_list", "workers",
+                 "scheduler"}
 _SHORTCUTS = {"pop_size": "pop_size", "crossover": "crossover", "mutation": "mutation", "selection": "selection",
               "init": "init"}
 
@@ -339,7 +340,7 @@ def _check_resume_config(out: Path, cfg: Mapping[str, Any]) -> None:
 
 
 def run_one(out: Path, strategy: str, problem: Any, budget: int, seed: int, params: Mapping[str, Any],
-            cfg: Mapping[str, Any], checkpoint_every: int, progress: bool = True) -> Any:
+            cfg: Mapping[str, Any], checkpoint_every: int, progress: bool = True, backend: Any = None) -> Any:
     """Run one strategy into ``out`` (already prepared): config/env first, checkpoints while running, results last.
 
     A run whose ``result.json`` exists is complete and is loaded instead of re-run.
@@ -363,8 +364,13 @@ def run_one(out: Path, strategy: str, problem: Any, budget: int, seed: int, para
             best = fitness[np.argmax(fitness[:, 0] * weights[0]), 0]
             echo(f"  gen {gen:5d}  {now:7.1f}s  best {problem.objectives[0]} in population {best:.6g}")
 
+    from evoprune.strategies import get_strategy, strategy_accepts
+
+    extra = {}
+    if backend is not None and strategy_accepts(get_strategy(strategy), "map_fn"):
+        extra["map_fn"] = backend.map  # population chunks go to the workers; results come back in order
     result = run_strategy(strategy, problem, budget, seed, report, checkpoint=str(out / CHECKPOINT_NAME),
-                          checkpoint_every=checkpoint_every, **params)
+                          checkpoint_every=checkpoint_every, **params, **extra)
     write_run(out, result, problem)
     return result
 
@@ -427,6 +433,11 @@ def _problem_and_strategy_options(f: Callable) -> Callable:
         click.option("--data", default=None, help="Network problems: dataset name."),
         click.option("--data-dir", default=None, type=click.Path(file_okay=False),
                      help="Network problems: dataset folder."),
+        click.option("--workers", default="serial", show_default=True,
+                     help="Where populations are evaluated: serial, processes:N, dask:N (local cluster) or dask "
+                          "(with --scheduler)."),
+        click.option("--scheduler", default=None,
+                     help="Dask scheduler address tcp://host:port or scheduler .json file (with --workers dask)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -449,6 +460,9 @@ def search(ctx: click.Context, **params: Any) -> None:
     from evoprune.strategies import get_strategy
 
     _require_problem(p)
+    from evoprune.parallel import make_map, parse_workers
+
+    workers = parse_workers(p["workers"], p["scheduler"])  # bad specs fail before anything is built
     problem_params = parse_pairs(p["param"], "--param")
     given = parse_pairs(p["strategy_param"], "--strategy-param")
     if p["strategy"] is not None:
@@ -471,7 +485,11 @@ def search(ctx: click.Context, **params: Any) -> None:
         _check_resume_config(out, cfg)
     echo(f"{p['strategy']} on {problem.name} (n={problem.n_var}, objectives {', '.join(problem.objectives)}), "
          f"budget {p['budget']}, seed {p['seed']} -> {out}")
-    result = run_one(out, p["strategy"], problem, p["budget"], p["seed"], sparams, cfg, p["checkpoint_every"])
+    with make_map(workers) as backend:
+        if p["workers"] != "serial":
+            echo(f"evaluating on {backend.describe()}")
+        result = run_one(out, p["strategy"], problem, p["budget"], p["seed"], sparams, cfg, p["checkpoint_every"],
+                         backend=None if p["workers"] == "serial" else backend)
     echo(f"done: {_result_line(result, problem)}")
     from evoprune.indicators import run_indicators
 
@@ -552,6 +570,9 @@ def compare(ctx: click.Context, **params: Any) -> None:
     from evoprune.strategies import get_strategy
 
     _require_problem(p)
+    from evoprune.parallel import make_map, parse_workers
+
+    workers = parse_workers(p["workers"], p["scheduler"])
     problem_params = parse_pairs(p["param"], "--param")
     given = parse_pairs(p["strategy_param"], "--strategy-param")
     seeds = parse_seeds(p["seeds"], p["seed"])
@@ -596,6 +617,27 @@ def compare(ctx: click.Context, **params: Any) -> None:
     echo(f"compare {', '.join(names)} on {problem.name} (n={problem.n_var}), budget {p['budget']}, "
          f"seeds {', '.join(map(str, seeds))} -> {out}")
     results: Dict[str, List[Any]] = {n: [] for n in names}
+    backend = make_map(workers)  # one backend for every run: the problem ships to the workers once
+    try:
+        _compare_runs(out, p, names, dirs, seeds, problem, problem_params, all_params, cfg, results,
+                      None if p["workers"] == "serial" else backend)
+    finally:
+        backend.close()
+    summary = summarize(results, problem)
+    summary["budget"] = p["budget"]
+    summary["seeds"] = seeds
+    summary["runs_dir"] = {n: f"{d}/seed<k>" for n, d in zip(names, dirs)}
+    write_summary(out, summary)
+    echo("")
+    echo(format_table(summary))
+    emit_json({"out": str(out), "problem": problem.name, "ranking": summary["ranking"], "primary": summary["primary"],
+               "strategies": {n: {k: v for k, v in s.items()} for n, s in summary["strategies"].items()}})
+
+
+def _compare_runs(out: Path, p: Mapping[str, Any], names: Sequence[str], dirs: Sequence[str], seeds: Sequence[int],
+                  problem: Any, problem_params: Mapping[str, Any], all_params: Mapping[str, Any],
+                  cfg: Mapping[str, Any], results: Dict[str, List[Any]], backend: Any) -> None:
+    """Every strategy x seed into ``out/<strategy>/seed<k>/`` (finished runs are loaded, not re-run)."""
     for name, dname in zip(names, dirs):
         for seed in seeds:
             run_dir = out / dname / f"seed{seed}"
@@ -607,16 +649,7 @@ def compare(ctx: click.Context, **params: Any) -> None:
                        "problem_info": cfg["problem_info"]}
             was_done = (run_dir / "result.json").exists()
             res = run_one(run_dir, name, problem, p["budget"], seed, all_params[name], run_cfg,
-                          p["checkpoint_every"], progress=False)
+                          p["checkpoint_every"], progress=False, backend=backend)
             res.strategy = name
             results[name].append(res)
             echo(f"{name:>12s} seed {seed}: {_result_line(res, problem)}" + (" (already done)" if was_done else ""))
-    summary = summarize(results, problem)
-    summary["budget"] = p["budget"]
-    summary["seeds"] = seeds
-    summary["runs_dir"] = {n: f"{d}/seed<k>" for n, d in zip(names, dirs)}
-    write_summary(out, summary)
-    echo("")
-    echo(format_table(summary))
-    emit_json({"out": str(out), "problem": problem.name, "ranking": summary["ranking"], "primary": summary["primary"],
-               "strategies": {n: {k: v for k, v in s.items()} for n, s in summary["strategies"].items()}})

@@ -280,7 +280,8 @@ def build_evaluator(spec: Any, space: Any, unit: Any, calib: Any, model: Optiona
         else:
             ev = cls(space=space, unit=unit, calib=calib, model=model, **options)
     except TypeError as exc:
-        raise EvopruneError(f"evaluator '{spec}' cannot be built for unit '{getattr(unit, 'name', unit)}': {exc}") from None
+        where = getattr(unit, "name", unit)
+        raise EvopruneError(f"evaluator '{spec}' cannot be built for unit '{where}': {exc}") from None
     if not (hasattr(ev, "evaluate") and callable(ev.evaluate)):
         raise EvopruneError(f"evaluator '{spec}' built a {type(ev).__name__} without an evaluate(masks) method")
     objs = tuple(getattr(ev, "objectives", ()))

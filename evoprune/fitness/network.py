@@ -81,7 +81,8 @@ def split_model(model: nn.Module, consumers: Sequence[nn.Module], x: torch.Tenso
             raise
         except Exception as exc:  # untraceable model: documented fallback
             res = None
-            fallback = f"full forward (torch.fx: {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})"
+            why = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else ""
+            fallback = f"full forward (torch.fx: {type(exc).__name__}: {why})"
         if isinstance(res, str):
             fallback, res = f"full forward ({res})", None
         if res is not None:
@@ -200,8 +201,9 @@ class adaptive_bn:
 
 @EVALUATORS.register("network")
 class NetworkFitness(Evaluator):
-    """Stage 2: held-out cross-entropy loss (minimise) and top-1 accuracy (maximise) with the mask applied,
-    after adaptive BN. Cached by genome; ``budget()`` reports evaluations and time.
+    """Stage 2: held-out loss (minimise) and top-1 accuracy (maximise) of the masked network after adaptive BN.
+
+    Cached by genome; ``budget()`` reports evaluations and time.
 
     Args:
         model: the network (not modified).
