@@ -326,7 +326,8 @@ def split_calibration(n_train: int, calib_size: int, seed: int = 0) -> Tuple[tor
         raise EvopruneError(f"calibration size must be in [0, {n_train - 1}], got {calib_size}")
     g = torch.Generator().manual_seed(10_000 + seed)
     perm = torch.randperm(n_train, generator=g)
-    return perm[calib_size:].sort().values, perm[:calib_size].sort().values
+    # calibration images stay in random order: the first batches must not be a few classes (ImageFolder sorts by class)
+    return perm[calib_size:].sort().values, perm[:calib_size]
 
 
 def default_calib_size(n_train: int) -> int:

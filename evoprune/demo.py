@@ -30,14 +30,9 @@ def run_demo(out: str = "runs/demo", overwrite: bool = False, epochs: int = 12, 
     rows = [{"model": "baseline", "params": count_params(s.model),
              "macs": count_macs(s.model, s.data.in_channels, s.data.image_size), "test_top1": base["top1"]}]
     summary = {"out": str(run), "rows": rows}
-    try:
-        from .pipeline import prune as _prune  # noqa: F401
-    except ImportError:
-        _prune = None
-    if _prune is not None:
-        from .demo_prune import demo_prune
+    from .demo_prune import demo_prune
 
-        rows += demo_prune(s, run, target_macs, seed, dev, progress, log)
+    rows += demo_prune(s, run, target_macs, seed, base["top1"], progress, log)
     log("")
     log(f"{'model':<22}{'params':>12}{'MACs':>14}{'test top-1':>12}")
     for r in rows:

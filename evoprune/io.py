@@ -180,7 +180,13 @@ def load_torch(path: PathLike, what: str = "checkpoint", map_location: Any = "cp
                 f"{what} '{path}' was refused: loading it would import '{glob.group(1) or glob.group(2)}' (pickled "
                 "code, not just weights); only evoprune checkpoints and plain state dicts load safely"
             ) from None
-        if "weights only load failed" in text.lower() or "weightsunpickler" in text.lower():
+        unsafe = "weights only load failed" in text.lower() or "weightsunpickler" in text.lower()
+        if not is_zip:
+            with open(path, "rb") as fh:
+                is_pickle = fh.read(1) == b"\x80"  # PROTO opcode: a raw pickle stream (or torch's legacy format)
+            if not (unsafe and is_pickle):
+                raise EvopruneError(f"{what} '{path}' is corrupt or truncated (not a torch archive); re-create it") from None
+        if unsafe:
             detail = [l.strip() for l in text.splitlines() if l.strip() and "WeightsUnpickler" not in l
                       and "Weights only load failed" not in l and "Check the documentation" not in l
                       and "Please file an issue" not in l]
@@ -189,8 +195,6 @@ def load_torch(path: PathLike, what: str = "checkpoint", map_location: Any = "cp
                 f"{': ' + detail[0][:80] if detail else ''}); it is corrupt, or a pickle of objects that only an "
                 "unsafe load could rebuild"
             ) from None
-        if not is_zip:
-            raise EvopruneError(f"{what} '{path}' is corrupt or truncated (not a torch archive); re-create it") from None
         last = [l for l in text.strip().splitlines() if l.strip()]
         raise EvopruneError(f"{what} '{path}' is corrupt or truncated ({(last[-1] if last else type(exc).__name__)[:120]})") from None
 

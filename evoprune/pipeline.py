@@ -231,6 +231,13 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
     # 1. sensitivity (needed for the order and for target/threshold allocation)
     need_sens = cfg.order == "sensitivity" or cfg.ratios is None and not cfg.uniform
     sens = sensitivity
+    if sens is not None:
+        missing = [u for u in space0.names if u not in sens.units]
+        if missing:
+            raise EvopruneError(f"the sensitivity curves do not cover unit '{missing[0]}' of this model; they were "
+                                "measured on another network: rerun 'evoprune sensitivity' on this checkpoint")
+        if out is not None:
+            save_sensitivity(sens, out)
     if need_sens and sens is None:
         sens_path = out / "sensitivity.json" if out is not None else None
         if sens_path is not None and sens_path.exists():
@@ -347,7 +354,7 @@ def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:
             ratios = allocate(sens, frac, target, cfg.min_keep, what)
     counts = {u.name: keep_count(ratios[u.name], u.channels, cfg.min_keep, u.channel_groups) for u in space.units}
     order = sens.order() if cfg.order == "sensitivity" else list(space.names)
-    order = [u for u in order if counts[u] < space.unit(u).channels]
+    order = [u for u in order if u in counts and counts[u] < space.unit(u).channels]
     planned = np.array([counts[u] for u in space.names])
     return {"ratios": ratios, "counts": counts, "order": order,
             "planned_macs": int(cost.macs_counts(planned)), "planned_params": int(cost.params_counts(planned)),

@@ -19,8 +19,11 @@ Encodings (``encoding=``):
   least ``ceil(min_ratio * n_u)`` channels by adding its most important missing ones. ``sample`` draws ratio genomes
   and decodes them, so searches start from importance-ranked decisions and refine which channels are kept.
 
-``sample`` draws, per genome, a level ``s ~ U(min_ratio, 1)`` and per-unit ratios ``U(s - 0.25, s + 0.25)`` clipped
-to the bounds: populations (and random search) cover the whole cost range instead of bunching around one value.
+``sample`` draws, per genome, a level ``s ~ U(min_ratio, 1)`` and per-unit ratios ``U(s - spread, s + spread)``
+clipped to the bounds: populations (and random search) cover the whole cost range instead of bunching around one
+value, near the uniform-ratio decisions that are a strong baseline. ``spread=0.1`` measured better than 0.25 for
+NSGA-II (a partly trained CIFAR-10 VGG-16 w0.25, budget 200, one seed: hypervolume 0.565 vs 0.526; uniform
+L1 sweep 0.461).
 
 Constraints: ``max_macs`` / ``max_params`` (fractions). A genome over a limit is not run through the network at all
 (its cost is analytic); its ``error`` is ``1 + violation`` (the summed excess fractions), worse than any feasible
@@ -32,18 +35,21 @@ How the error is measured cheaply (the only expensive part):
 * calibration batches are materialised once on the model's device;
 * ``forward="sliced"`` (chosen by ``"auto"`` when it reproduces the masked model on a probe genome): the forward
   runs the model's own modules through :func:`torch.func.functional_call` with every pruned parameter sliced to the
-  kept channels, so a model at 30 % of the MACs costs roughly 30 % of a full forward, with no copy of the model and
-  no surgery (``apply`` deep-copies the model: ~80 ms for a VGG-16 w0.25); BatchNorm statistics live in fresh
+  kept channels, so a pruned model runs at (roughly) its own size -- about half the time of a full forward at a
+  quarter of the MACs (small convolutions do not shrink linearly) -- with no copy of the model and no surgery
+  (``apply`` deep-copies the model: ~80 ms for a VGG-16 w0.25); BatchNorm statistics live in fresh
   per-genome buffers handed to ``functional_call``, so the model's own statistics are never touched;
 * ``forward="soft"`` (fallback: grouped/depthwise convs, or a model whose forward reads channel counts): the removed
   channels are zeroed where their consumers read them (forward pre-hooks, removed after each call), with the same
   fresh BN buffers -- exact as well, but every forward costs a full forward;
 * ``torch.no_grad``, only ``bn_batches`` + ``eval_batches`` batches per genome, results cached by genome.
 
-Measured cost per evaluation (cache misses; 2 BN + 2 held-out batches of 128, CIFAR-10 VGG-16 width 0.25, 13 units,
-1,056 channels, 2-core CPU shared with other jobs): see :meth:`NetworkPruningProblem.cost` for a live figure and
-``benchmarks/results/compare_strategies.json`` for the measured one (about 0.2-0.5 s with ``sliced`` against about
-1-2 s with ``soft``, depending on the genome's MACs and the machine's load).
+Measured cost per evaluation (cache misses; VGG-16 width 0.25: 13 units, 1,056 channels, 20 MMACs; 2 BN batches
+of 128 + 200 held-out images; 1 torch thread on a 2-core CPU shared with other jobs, load ~8): ``sliced``
+0.42-0.51 s for genomes at a mean MACs fraction of 0.37 and 0.72 s for the unpruned model; ``soft`` 0.89-0.94 s and
+0.80 s. :meth:`NetworkPruningProblem.cost` reports the live figure; ``benchmarks/compare_strategies.py`` measures
+it on CIFAR-10 (``benchmarks/results/compare_strategies.json``). Torch threads matter more than anything else on a
+shared machine: the same evaluation took 4-12x longer with 2 threads (``threads=1`` pins it while evaluating).
 
 The model is never modified: parameters, statistics, train/eval flags and BN momenta are as before every call.
 """
@@ -183,6 +189,8 @@ class NetworkPruningProblem:
         batch_size: batch size when batches are drawn from ``Loaders``.
         seed: picks the BN batches (and seeds ``importance="random"``); fixed per problem instance.
         max_macs, max_params: optional cost limits (fractions), see the module docstring.
+        spread: half-width of the per-unit ratio jitter of ``sample`` around each genome's level (0: uniform
+            decisions only).
         forward: ``"auto"``, ``"sliced"`` or ``"soft"`` (how masked models are run; see the module docstring).
         threads: torch intra-op threads while evaluating (restored afterwards; ``None``: leave torch's setting).
             One forward of a pruned small CNN on 128 images is too small to split: on a 2-core machine shared with
@@ -195,7 +203,8 @@ class NetworkPruningProblem:
                  objectives: Union[str, Sequence[str]] = ("error", "macs"), min_ratio: float = 0.05,
                  bn_batches: int = 2, eval_batches: int = 2, importance: str = "l1", batch_size: int = 128,
                  seed: int = 0, max_macs: Optional[float] = None, max_params: Optional[float] = None,
-                 forward: str = "auto", threads: Optional[int] = None, name: Optional[str] = None,
+                 spread: float = 0.1, forward: str = "auto", threads: Optional[int] = None,
+                 name: Optional[str] = None,
                  arch: Optional[str] = None) -> None:
         import torch
         from torch import nn
@@ -222,7 +231,10 @@ class NetworkPruningProblem:
                                 "(--param max_macs=0.33) or a cost objective (objectives=error,macs)")
         self.options = {"encoding": encoding, "objectives": objectives, "min_ratio": min_ratio,
                         "importance": importance, "seed": seed, "max_macs": max_macs, "max_params": max_params,
-                        "forward": forward, "threads": threads, "arch": arch}
+                        "spread": spread, "forward": forward, "threads": threads, "arch": arch}
+        if isinstance(spread, bool) or not isinstance(spread, (int, float, np.number)) or not 0 <= spread <= 1:
+            raise EvopruneError(f"spread must be a number in [0, 1], got {spread!r}")
+        self.spread = float(spread)
         self.threads = None if threads is None else _count("threads", threads, 1)
         self.bn_batches = _count("bn_batches", bn_batches, 0)
         self.eval_batches = _count("eval_batches", eval_batches, 1)
@@ -231,6 +243,8 @@ class NetworkPruningProblem:
         self.model = model
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         bn, held = _batches(data, self.bn_batches, self.eval_batches, int(batch_size), int(seed))
+        # the Loaders, when given: more calibration batches for re-scoring (see variant)
+        self.loaders = data if hasattr(data, "calib_batches") else None
         # materialised once on the model's device: every evaluation reuses the same tensors
         self._bn_x = [x.to(self.device).contiguous() for x in bn]
         self._ev = [(x.to(self.device).contiguous(), y.to(self.device)) for x, y in held]
@@ -302,7 +316,7 @@ class NetworkPruningProblem:
         """``size`` genomes spread over the whole cost range (see the module docstring)."""
         size = int(size)
         s = rng.uniform(self.min_ratio, 1.0, size=(size, 1))
-        r = np.clip(s + rng.uniform(-0.25, 0.25, size=(size, self.n_units)), self.min_ratio, 1.0)
+        r = np.clip(s + rng.uniform(-self.spread, self.spread, size=(size, self.n_units)), self.min_ratio, 1.0)
         return r if self.representation == "ratios" else self.masks_of_counts(self.counts_of_ratios(r))
 
     def repair(self, genomes: np.ndarray, rng: Optional[np.random.Generator] = None) -> np.ndarray:
@@ -718,6 +732,17 @@ class NetworkPruningProblem:
         label = "uniform " + (self.importance_name.upper() if self.importance_name == "l1" else self.importance_name)
         return {"unpruned": F[:1], label: F[1:]}
 
+    def save_reference_points(self, path: Any, ratios: Sequence[float] = UNIFORM_RATIOS) -> Dict[str, np.ndarray]:
+        """Write :meth:`reference_points` as JSON for ``evoprune plot RUN --reference PATH``; returns them."""
+        import json
+        from pathlib import Path
+
+        objs = self.objectives if len(self.objectives) > 1 else ("error", "macs")
+        refs = self.reference_points(ratios, objs)
+        data = {k: [dict(zip(objs, map(float, row))) for row in v] for k, v in refs.items()}
+        Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        return refs
+
     def cost(self) -> Dict[str, Any]:
         """Evaluation spending: forwards run, cache hits, infeasible (skipped) genomes, seconds per evaluation."""
         return {"evaluations": self.evaluations, "cache_hits": self.cache_hits, "infeasible_skipped": self.infeasible,
@@ -726,14 +751,15 @@ class NetworkPruningProblem:
                 "forward": self.forward_info, "bn_batches": len(self._bn_x),
                 "eval_images": int(sum(len(y) for _, y in self._ev))}
 
-    def variant(self, **options: Any) -> "NetworkPruningProblem":
-        """The same model, space and batches with other options (``encoding``, ``objectives``, ``max_macs``, ...),
-        e.g. the scalarised single-objective form for ``ga`` / ``cmaes``; nothing is reloaded."""
+    def variant(self, held_out: Optional[Sequence[Any]] = None, **options: Any) -> "NetworkPruningProblem":
+        """The same model, space and BN batches with other options (``encoding``, ``objectives``, ``max_macs``,
+        ...), e.g. the scalarised single-objective form for ``ga`` / ``cmaes``; nothing is reloaded. ``held_out``:
+        other ``(x, y)`` batches to measure the error on (e.g. to re-score a front on images the search did not
+        select on: a front is the best of many noisy evaluations, so its errors are optimistic)."""
         kw = {**self.options, **options}
-        if "name" not in options:
-            kw.pop("name", None)
-        return NetworkPruningProblem(self.model, self.space, (self._bn_x, self._ev), bn_batches=len(self._bn_x),
-                                     eval_batches=len(self._ev), **kw)
+        held = self._ev if held_out is None else list(held_out)
+        return NetworkPruningProblem(self.model, self.space, (self._bn_x, held), bn_batches=len(self._bn_x),
+                                     eval_batches=max(len(held), 1), **kw)
 
     def clear_cache(self) -> None:
         """Forget cached errors and counters (e.g. between timed runs)."""
@@ -744,6 +770,7 @@ class NetworkPruningProblem:
     def __getstate__(self) -> Dict[str, Any]:
         st = dict(self.__dict__)
         st["_hooks"] = {}
+        st["loaders"] = None  # the whole dataset: workers need only the materialised batches
         return st
 
     def __repr__(self) -> str:
@@ -774,12 +801,12 @@ def network_problem(model: Optional[str] = None, checkpoint: Optional[str] = Non
         raise EvopruneError(f"objective2 must be 'macs' or 'params', got {objective2!r}")
     for key in ("bn_batches", "eval_batches", "batch_size", "seed"):
         _count(key, locals()[key], 1 if key in ("batch_size", "eval_batches") else 0)
-    known = {"min_ratio", "importance", "max_macs", "max_params", "forward", "threads", "name"}
+    known = {"min_ratio", "importance", "max_macs", "max_params", "spread", "forward", "threads", "name"}
     unknown = sorted(set(kw) - known)
     if unknown:
         raise EvopruneError(f"problem 'network' does not take parameter(s) {', '.join(unknown)}; it takes: "
                             "encoding, objectives, objective2, min_ratio, bn_batches, eval_batches, batch_size, "
-                            "importance, max_macs, max_params, forward, threads, width")
+                            "importance, max_macs, max_params, spread, forward, threads, width")
     setup = build_setup(data, data_dir, model, float(width), checkpoint, resolve_device(device),
                         batch_size=int(batch_size), seed=0)
     meta = setup.meta or {}

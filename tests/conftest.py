@@ -8,7 +8,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one thread: tiny test models gain nothing from two, and CLI subprocess tests run beside the main process
+torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 

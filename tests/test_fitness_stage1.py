@@ -259,3 +259,19 @@ def test_memory_is_bounded_for_a_wide_unit():
     q, info = gram_matrix(net, as_consumers([(conv, list(range(512)))]), [torch.randn(2, 3, 4, 4)],
                           method="covariance", chunk_bytes=8 << 20)
     assert q.shape == (512, 512) and info.consumers[0]["positions"] == 32
+
+
+@pytest.mark.parametrize("unit", ["features.4", "features.25"])
+def test_centred_error_matches_naive(vgg, unit):
+    """center=True removes the per-output mean of the error where a BN follows (the classifier has none)."""
+    model, space = vgg
+    batches = _batches()
+    cons = consumers_of(space, unit)
+    plain = ReconstructionFitness(model, cons, batches, max_positions=None)
+    fast = plain.with_center(True)
+    ref = NaiveReconstruction(model, cons, batches, center=True)
+    masks = _masks(5, space.unit(unit).channels)
+    e1, e2 = fast.evaluate(masks)[:, 0], ref.evaluate(masks)[:, 0]
+    assert torch.allclose(e1, e2, rtol=1e-6, atol=1e-12)
+    same = torch.allclose(e1, plain.evaluate(masks)[:, 0])
+    assert same == (cons[0].norm is None)

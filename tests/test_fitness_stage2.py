@@ -206,10 +206,24 @@ def test_calibration_data_comes_from_the_training_split():
     calib = CalibrationData.from_loaders(loaders, train_batches=2, held_out_batches=1, batch_size=32)
     assert len(calib.train) == 2 and len(calib.held_out) == 1
     assert calib.train[0][0].shape == (32, 3, 32, 32) and calib.held_out[0][1].dtype == torch.long
-    # the held-out batch is the calibration split carved from the training images, never the test set
-    first = data.x_train[loaders.calib_idx[:32]].float().div(255)
+    # held-out images: a random (not dataset-ordered) sample of the calibration split, never the test set
     mean = torch.tensor(data.mean).view(1, 3, 1, 1)
     std = torch.tensor(data.std).view(1, 3, 1, 1)
-    assert torch.allclose(calib.held_out[0][0], (first - mean) / std, atol=1e-5)
+    pool = ((data.x_train[loaders.calib_idx].float().div(255) - mean) / std).flatten(1)
+    x, y = calib.held_out[0]
+    dist = torch.cdist(x.flatten(1), pool, compute_mode="donot_use_mm_for_euclid_dist")
+    assert float(dist.min(1).values.max()) < 1e-3
+    assert torch.equal(y, data.y_train[loaders.calib_idx][dist.argmin(1)])
+    assert not torch.equal(dist.argmin(1), torch.arange(32))
     with pytest.raises(EvopruneError):
         CalibrationData.from_loaders(loaders, train_batches=0)
+
+
+def test_per_batch_details_add_up(vgg):
+    model, space, calib = vgg
+    s2 = NetworkFitness.from_space(space, "features.8", calib)
+    masks = torch.rand(3, 64, generator=torch.Generator().manual_seed(2)) < 0.5
+    per = s2.per_batch(masks)
+    assert per.shape == (3, len(calib.held_out), 3)
+    tot = per.sum(1)
+    assert torch.allclose(s2.evaluate(masks), torch.stack([tot[:, 0] / tot[:, 2], tot[:, 1] / tot[:, 2]], 1))

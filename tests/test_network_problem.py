@@ -127,13 +127,21 @@ def test_masks_encoding_repair_cache_and_consistency(problems):
     assert refs["unpruned"].shape == (1, 2) and refs["uniform L1"].shape == (2, 2) and refs["unpruned"][0, 1] == 1
 
 
+def test_reference_points_file_feeds_evoprune_plot(problems, tmp_path):
+    from evoprune.plot import load_reference_points
+
+    p = problems["ratios"]
+    refs = p.save_reference_points(tmp_path / "ref.json", ratios=(0.5,))
+    loaded = load_reference_points(tmp_path / "ref.json", p.objectives)
+    assert set(loaded) == {"unpruned", "uniform L1"} and np.allclose(loaded["uniform L1"], refs["uniform L1"])
+
+
 def test_scalarised_form_skips_infeasible_genomes(problems):
     from evoprune.strategies import run_strategy
 
     p = problems["ratios"]
-    s = NetworkPruningProblem(p.model, p.space, (p._bn_x, p._ev), objectives="error",
-                              max_macs=0.3, bn_batches=1, eval_batches=1, threads=1)
-    assert s.objectives == ("error",) and s.hv_ref is None
+    s = p.variant(objectives="error", max_macs=0.3)  # same model, space and batches: nothing reloaded
+    assert s.objectives == ("error",) and s.hv_ref is None and s.space is p.space and s.threads == 1
     F = s.evaluate(s.full_genome()[None])
     assert F.shape == (1, 1) and F[0, 0] == pytest.approx(1.7) and s.cost()["evaluations"] == 0
     res = run_strategy("cmaes", s, 8, 0, pop_size=4)
@@ -144,7 +152,8 @@ def test_bad_construction_is_one_line(problems):
     p = problems["ratios"]
     data = ([], p._ev)
     for kw, frag in ((dict(objectives="error"), "max_macs"), (dict(objectives="macs"), "objectives"),
-                     (dict(encoding="bits"), "encoding"), (dict(min_ratio=1.5), "min_ratio")):
+                     (dict(encoding="bits"), "encoding"), (dict(min_ratio=1.5), "min_ratio"),
+                     (dict(spread=2), "spread"), (dict(forward="fast"), "forward")):
         with pytest.raises(EvopruneError, match=frag):
             NetworkPruningProblem(p.model, p.space, data, bn_batches=0, **kw)
 

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import pytest
 import torch
@@ -38,6 +38,11 @@ class Case(NamedTuple):
     args: List[str]
     pattern: str  # regex the one stderr line must match (it names the problem)
 
+
+# options of the finished 'prune' run in every sandbox (prune/), made from run/model.pt
+PRUNE_SRC_ARGS = ["--data", "mini-cifar10", "--uniform", "--order", "forward", "--selector", "l1",
+                  "--finetune-steps", "0", "--finetune-epochs", "0", "--bn-batches", "1", "--eval-batches", "1",
+                  "--batch-size", "64", "--device", "cpu"]
 
 # {name} placeholders are paths inside the case's sandbox (see _build_inputs).
 CASES: List[Case] = [
@@ -146,6 +151,9 @@ CASES: List[Case] = [
                               "--device", "cpu"], r"already exists"),
     Case("prune-overwrite-and-resume", ["prune", "--checkpoint", "{sb}/run/model.pt", "--out", "{sb}/run",
                                         "--overwrite", "--resume", "--device", "cpu"], r"--overwrite and --resume"),
+    Case("prune-resume-other-checkpoint", ["prune", *PRUNE_SRC_ARGS, "--checkpoint", "{sb}/other_vgg11.pt",
+                                           "--out", "{sb}/prune", "--resume"],
+         r"cannot --resume.*(checkpoint|different)"),
     Case("sensitivity-ratios-not-numbers", ["sensitivity", "--checkpoint", "{sb}/run/model.pt", "--ratios",
                                             "0.5,abc", "--out", "{sb}/new", "--device", "cpu"],
          r"--ratios.*numbers"),
@@ -183,6 +191,15 @@ CASES: List[Case] = [
 ]
 
 
+# Runs that succeed (or fail on purpose) and check the global flags; they go through the same fork servers.
+EXTRA_CASES: List[Case] = [
+    Case("x-debug", ["--debug", "evaluate", "--checkpoint", "{sb}/nothere.pt", "--device", "cpu"], ""),
+    Case("x-json", ["--json", "evaluate", "--checkpoint", "{sb}/run/model.pt", "--no-latency", "--device", "cpu"], ""),
+    Case("x-quiet", ["--quiet", "evaluate", "--checkpoint", "{sb}/run/model.pt", "--no-latency", "--device", "cpu"],
+         ""),
+]
+
+
 # --------------------------------------------------------------------------------------------------------- inputs
 def _png(path: Path, color, size=(32, 32)) -> None:
     from PIL import Image
@@ -191,13 +208,18 @@ def _png(path: Path, color, size=(32, 32)) -> None:
     Image.new("RGB", size, color).save(path)
 
 
-def _build_inputs(base: Path, train_run: Path, search_run: Path) -> None:
+def _build_inputs(base: Path, train_run: Path, search_run: Path, prune_run: Path) -> None:
     from evoprune.models import create_model
     from evoprune.models.checkpoint import save_checkpoint
 
     base.mkdir(parents=True)
     shutil.copytree(train_run, base / "run")
     shutil.copytree(search_run, base / "search")
+    shutil.copytree(prune_run, base / "prune")
+    kw = {"num_classes": 10, "in_channels": 3, "width": 0.125}
+    torch.manual_seed(1)
+    ck = torch.load(base / "run" / "model.pt", weights_only=True)
+    save_checkpoint(str(base / "other_vgg11.pt"), create_model("vgg11", **kw), dict(ck["meta"], accuracy=None))
     model = create_model("resnet20", num_classes=10, width=0.25)
     save_checkpoint(str(base / "resnet20.pt"), model, {"arch": "resnet20", "model_kwargs": {"width": 0.25},
                                                       "dataset": "mini-cifar10", "image_size": 32})
@@ -325,8 +347,8 @@ def _run_real(case: Case, base: Path, sandboxes: Path, cache: Path) -> Outcome:
 
 
 # one case per command family also runs through a genuine `python -m evoprune`
-REAL_IDS = ["config-lr-nan", "train-overwrite-and-resume", "imagefolder-non-image-file", "evaluate-other-arch",
-            "evaluate-truncated", "list-unknown-kind", "prune-out-exists", "search-unknown-strategy"]
+REAL_IDS = ["config-lr-nan", "imagefolder-non-image-file", "evaluate-other-arch", "list-unknown-kind",
+            "search-unknown-strategy"]
 
 
 @pytest.fixture(scope="module")
@@ -343,11 +365,16 @@ def outcomes(tmp_path_factory, tiny_checkpoint) -> Dict[str, Dict[str, Outcome]]
     r = CliRunner().invoke(main, ["--quiet", "search", "--problem", "planted-qp", "--param", "n=32", "--strategy",
                                   "ga", "--budget", "300", "--out", str(search_run)])
     assert r.exit_code == 0, r.output
+    prune_run = work / "prune_src"
+    r = CliRunner().invoke(main, ["--quiet", "prune", *PRUNE_SRC_ARGS, "--checkpoint", str(tiny_checkpoint),
+                                  "--out", str(prune_run)])
+    assert r.exit_code == 0, r.output
     base = work / "base"
-    _build_inputs(base, Path(tiny_checkpoint).parent, search_run)
+    _build_inputs(base, Path(tiny_checkpoint).parent, search_run, prune_run)
     for d in ("sb_fork", "sb_real", "logs"):
         (work / d).mkdir()
-    halves = [CASES[0::2], CASES[1::2]]
+    everything = CASES + EXTRA_CASES
+    halves = [everything[0::2], everything[1::2]]
     with cf.ThreadPoolExecutor(2 + len(REAL_IDS)) as pool:
         forks = [pool.submit(_serve, h, base, work / "sb_fork", work / "logs", cache) for h in halves]
         real = {i: pool.submit(_run_real, next(c for c in CASES if c.id == i), base, work / "sb_real", cache)
@@ -399,6 +426,9 @@ KNOWN_BUGS: Dict[str, str] = {
                               "after the run directory was written; validate it in PruneConfig.validate",
     "sensitivity-ratio-out-of-range": "--ratios of 'sensitivity' is range-checked in pipeline.compute_sensitivity, "
                                       "after prepare_run_dir wrote config.json/env.json",
+    "prune-resume-other-checkpoint": "prune --resume compares only the PruneConfig fingerprint, not config.json: "
+                                     "with another --checkpoint it resumes the old run's pruned model, reports the "
+                                     "new checkpoint's base accuracy and overwrites model.pt/results.json",
     "search-bad-probability": "ga has no .validate, so validate_strategy passes and ga's own _check_params fails "
                               "after run_one wrote config.json/env.json into --out",
 }
@@ -427,25 +457,20 @@ def test_at_least_25_cases_across_commands() -> None:
     assert {"train", "evaluate", "list", "prune", "sensitivity", "search", "compare", "export", "plot"} <= commands
 
 
-def test_debug_flag_shows_traceback_for_user_errors(tmp_path) -> None:
+def test_debug_flag_shows_traceback_for_user_errors(outcomes) -> None:
     """``--debug`` re-raises: the full traceback is there for whoever needs it."""
-    r = subprocess.run([sys.executable, "-m", "evoprune", "--debug", "evaluate", "--checkpoint",
-                        str(tmp_path / "nothere.pt"), "--device", "cpu"], capture_output=True, text=True,
-                       timeout=120, env=_env(tmp_path / "cache"), cwd=str(tmp_path))
-    assert r.returncode != 0 and "Traceback" in r.stderr and "EvopruneError" in r.stderr, r.stderr
+    o = outcomes["fork"]["x-debug"]
+    assert o.rc != 0 and "Traceback" in o.stderr and "EvopruneError" in o.stderr, o.stderr
 
 
-def test_json_summary_and_quiet(tmp_path, tiny_checkpoint) -> None:
-    """--json: the last stdout line is a JSON object; --quiet: nothing else on stdout; no progress bars off a TTY."""
-    base = [sys.executable, "-m", "evoprune"]
-    tail = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--no-latency", "--device", "cpu"]
-    r = subprocess.run(base + ["--json"] + tail, capture_output=True, text=True, timeout=120,
-                       env=_env(tmp_path / "cache"))
-    assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert 0.0 <= summary["test_top1"] <= 1.0 and summary["params"] > 0
-    assert len(r.stdout.strip().splitlines()) == 1
-    assert r.stderr.strip() == "", r.stderr
-    q = subprocess.run(base + ["--quiet"] + tail, capture_output=True, text=True, timeout=120,
-                       env=_env(tmp_path / "cache"))
-    assert q.returncode == 0 and q.stdout.strip() == "" and q.stderr.strip() == "", (q.stdout, q.stderr)
+def test_json_summary_and_quiet(outcomes) -> None:
+    """--json: stdout is one JSON object; --quiet: nothing on stdout; no progress bars (stdout/stderr not a TTY)."""
+    j = outcomes["fork"]["x-json"]
+    assert j.rc == 0, j.stderr
+    lines = j.stdout.strip().splitlines()
+    assert len(lines) == 1, j.stdout
+    summary = json.loads(lines[0])
+    assert 0.0 <= summary["test_top1"] <= 1.0 and summary["params"] > 0 and summary["macs"] > 0
+    assert j.stderr.strip() == "", j.stderr
+    q = outcomes["fork"]["x-quiet"]
+    assert q.rc == 0 and q.stdout.strip() == "" and q.stderr.strip() == "", (q.stdout, q.stderr)

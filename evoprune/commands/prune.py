@@ -84,6 +84,8 @@ def _config_from(p):
               help="Per-unit tolerated calibration-accuracy drop (fraction) instead of a global target.")
 @click.option("--ratios", default=None, type=click.Path(dir_okay=False), help="JSON file: unit -> keep ratio.")
 @click.option("--uniform", is_flag=True, help="Same keep ratio for every unit (baseline allocation).")
+@click.option("--sensitivity", "sensitivity_file", default=None, type=click.Path(dir_okay=False),
+              help="Reuse sensitivity curves (sensitivity.json from 'evoprune sensitivity' or an earlier prune run).")
 @click.option("--selector", default="ga", show_default=True,
               help="Channel choice: ga, l1, bn, taylor, random or module:function.")
 @click.option("--order", default="sensitivity", show_default=True, type=click.Choice(["sensitivity", "forward"]),
@@ -123,6 +125,11 @@ def prune(ctx, **params) -> None:
 
     cfg = _config_from(p)
     cfg.validate()
+    sens = None
+    if p["sensitivity_file"]:
+        from evoprune.sensitivity import Sensitivity
+
+        sens = Sensitivity.from_json(read_json(p["sensitivity_file"], "sensitivity file"))
     s = _load(p)
     out = prepare_run_dir(p["out"] or default_out("prune"), p["overwrite"], p["resume"])
     if p["resume"]:
@@ -146,7 +153,7 @@ def prune(ctx, **params) -> None:
             emit_json(summary)
             return
         model, report = pipeline.run(s.model, s.loaders, cfg, out=out, resume=p["resume"], meta=s.meta, log=log,
-                                     progress=not (Ctx.quiet or Ctx.json))
+                                     progress=not (Ctx.quiet or Ctx.json), sensitivity=sens)
     finally:
         log_file.close()
     emit_json({"out": str(out), "checkpoint": str(out / "model.pt"), **{f"base_{k}": v for k, v in report.base.items()},

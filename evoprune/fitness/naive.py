@@ -59,13 +59,13 @@ class NaiveReconstruction(Evaluator):
 
     def __init__(self, model: nn.Module, consumers: Sequence[ConsumerLike], batches: Any, *,
                  n: Optional[int] = None, full_forward: bool = True, dtype: torch.dtype = torch.float64,
-                 normalize: bool = True, unit: str = "") -> None:
+                 normalize: bool = True, center: bool = False, unit: str = "") -> None:
         self.model = model
         self.consumers = as_consumers(consumers, n, model)
         self.n = self.consumers[0].n
         self.unit = unit
         self.xs = inputs_of(batches)
-        self.full_forward, self.dtype, self.normalize = full_forward, dtype, normalize
+        self.full_forward, self.dtype, self.normalize, self.center = full_forward, dtype, normalize, center
         self.cache: Optional[List[List[torch.Tensor]]] = None
         if not full_forward:
             self.cache = [[] for _ in self.consumers]
@@ -83,17 +83,25 @@ class NaiveReconstruction(Evaluator):
                    unit=u.name, **options)
 
     def _run(self, keep: Optional[torch.Tensor]):
-        """(squared error of mask ``keep``, ||Y||^2) summed over consumers and batches."""
-        err = torch.zeros((), dtype=self.dtype)
-        norm = torch.zeros((), dtype=self.dtype)
+        """(squared error of mask ``keep``, ||Y||^2) summed over consumers and batches (centred if asked)."""
+        # per consumer: [sum of squares, per-output sums, count] of the error and of Y
+        stats = [[0.0, 0.0, 0.0, 0.0, 0] for _ in self.consumers]
 
         def fold(i: int, x: torch.Tensor) -> None:
-            nonlocal err, norm
-            spec = self.consumers[i]
-            full = consumer_output(spec, x, None, self.dtype)
-            norm = norm + full.pow(2).sum().cpu()
+            spec, st = self.consumers[i], stats[i]
+            o_dim = 1 if isinstance(spec.module, nn.Conv2d) else -1
+
+            def rows(t: torch.Tensor) -> torch.Tensor:  # [positions, outputs]
+                return t.movedim(o_dim, -1).reshape(-1, t.shape[o_dim])
+
+            full = rows(consumer_output(spec, x, None, self.dtype))
+            st[2] = st[2] + full.pow(2).sum().cpu()
+            st[3] = st[3] + full.sum(0).cpu()
+            st[4] += full.shape[0]
             if keep is not None:
-                err = err + (full - consumer_output(spec, x, keep, self.dtype)).pow(2).sum().cpu()
+                d = full - rows(consumer_output(spec, x, keep, self.dtype))
+                st[0] = st[0] + d.pow(2).sum().cpu()
+                st[1] = st[1] + d.sum(0).cpu()
 
         if self.cache is not None:
             for i, xs in enumerate(self.cache):
@@ -101,6 +109,13 @@ class NaiveReconstruction(Evaluator):
                     fold(i, x)
         else:
             stream_consumer_inputs(self.model, [c.module for c in self.consumers], self.xs, fold)
+        err = torch.zeros((), dtype=self.dtype)
+        norm = torch.zeros((), dtype=self.dtype)
+        for spec, (e2, e1, y2, y1, count) in zip(self.consumers, stats):
+            if self.center and spec.norm is not None:  # a re-estimated BN absorbs the per-channel mean
+                e2 = e2 - (torch.as_tensor(e1) ** 2).sum() / count
+                y2 = y2 - (torch.as_tensor(y1) ** 2).sum() / count
+            err, norm = err + e2, norm + y2
         return err, norm
 
     def evaluate(self, masks: Any) -> torch.Tensor:

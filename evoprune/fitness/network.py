@@ -245,6 +245,7 @@ class NetworkFitness(Evaluator):
             self._train_cut = [self.split.head(x.to(device)) for x, _ in tr]
             self._eval_cut = [(self.split.head(x.to(device)), y.to(device)) for x, y in ev]
         self.cache: Dict[bytes, Tuple[float, float]] = {}
+        self.details: Dict[bytes, torch.Tensor] = {}  # genome -> [held-out batches, (loss sum, correct, count)]
         self.evaluations = 0  # stage-2 evaluations actually run (cache misses)
         self.cache_hits = 0
         self.seconds = 0.0
@@ -269,6 +270,13 @@ class NetworkFitness(Evaluator):
                 "setup_seconds": self.setup_seconds, "split": self.split_info,
                 "bn_reestimated": len(self.split.bns) if self.adapt_bn else 0}
 
+    def per_batch(self, masks: Any) -> torch.Tensor:
+        """``[P, B, 3]``: per held-out batch (summed loss, correct, count) of each mask (evaluated if needed);
+        e.g. split-half agreement of stage 2 with itself, a ceiling for any proxy's rank correlation."""
+        m = check_masks(masks, self.n, f"unit '{self.unit}'" if self.unit else "unit")
+        self.evaluate(m)
+        return torch.stack([self.details[genome_key(r)] for r in m])
+
     def _measure(self, keep: torch.Tensor, abn: Optional[adaptive_bn]) -> Tuple[float, float]:
         with mask_consumers(self.consumers, keep):
             if abn is not None:
@@ -277,6 +285,7 @@ class NetworkFitness(Evaluator):
                     self.split.tail(cut)
                 abn.freeze()
             loss, correct, count = 0.0, 0, 0
+            rows = []
             for cut, y in self._eval_cut:
                 out = self.split.tail(cut)
                 if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(y):
@@ -285,9 +294,10 @@ class NetworkFitness(Evaluator):
                 if int(y.max()) >= out.shape[1]:
                     raise EvopruneError(f"model has {out.shape[1]} outputs but the calibration data has label "
                                         f"{int(y.max())}; use a model built for this dataset's classes")
-                loss += float(F.cross_entropy(out.float(), y, reduction="sum"))
-                correct += int((out.argmax(1) == y).sum())
-                count += len(y)
+                bl, bc = float(F.cross_entropy(out.float(), y, reduction="sum")), int((out.argmax(1) == y).sum())
+                rows.append((bl, bc, len(y)))
+                loss, correct, count = loss + bl, correct + bc, count + len(y)
+        self.details[genome_key(keep)] = torch.tensor(rows, dtype=torch.float64)
         return loss / count, correct / count
 
     def evaluate(self, masks: Any) -> torch.Tensor:

@@ -11,9 +11,14 @@ summed over every consumer (a residual unit's channels feed several convs). Q is
 (:func:`~evoprune.fitness.calibration.gram_matrix`); a population ``M [P, n]`` is then scored by one matrix
 product ``((1 - M) @ Q * (1 - M)).sum(1)``. Scores are normalised by ``||Y||^2 = 1^T Q 1``: 0 keeps everything,
 1 removes everything, comparable across layers.
+
+``center=True`` (not the paper's; an option measured in ``benchmarks/fitness_fidelity.py``) scores the error after
+removing its mean per output channel of consumers followed by a BatchNorm -- the part of the error a re-estimated
+BN (adaptive BN, or fine-tuning) absorbs: ``Q_c = Q - sum_o N mu_o mu_o^T``.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Optional, Sequence
 
 import torch
@@ -42,6 +47,7 @@ class ReconstructionFitness(Evaluator):
         method: ``auto`` | ``direct`` | ``covariance`` (how Q is reduced; both are exact).
         dtype: precision of Q and of scoring (float64 by default: errors of near-identical masks differ little).
         normalize: divide by ``1^T Q 1``.
+        center: score the error with its per-output-channel mean removed (consumers followed by a BN only).
     """
 
     name = "reconstruction"
@@ -50,7 +56,7 @@ class ReconstructionFitness(Evaluator):
 
     def __init__(self, model: nn.Module, consumers: Sequence[ConsumerLike], batches: Any, *,
                  n: Optional[int] = None, max_positions: Optional[int] = 8192, method: str = "auto",
-                 dtype: torch.dtype = torch.float64, normalize: bool = True, seed: int = 0,
+                 dtype: torch.dtype = torch.float64, normalize: bool = True, center: bool = False, seed: int = 0,
                  chunk_bytes: int = 64 << 20, unit: str = "") -> None:
         self.consumers = as_consumers(consumers, n, model)
         self.n = self.consumers[0].n
@@ -59,13 +65,26 @@ class ReconstructionFitness(Evaluator):
         q, info = gram_matrix(model, self.consumers, xs, max_positions=max_positions, method=method, dtype=dtype,
                               chunk_bytes=chunk_bytes, seed=seed)
         self.info: GramInfo = info
-        self.total = float(q.sum())  # ||Y||^2
-        if not (self.total == self.total) or self.total == float("inf"):
-            raise EvopruneError(f"stage-1 statistics of unit '{unit or '?'}' are not finite; the model produces "
-                                "NaN/inf activations on the calibration batches")
-        self.normalize = normalize
-        self.Q = q / self.total if normalize and self.total > 0 else q
+        self.gram = q
+        self.normalize, self.center = normalize, bool(center)
+        self._set_q()
         self.evaluations = 0
+
+    def _set_q(self) -> None:
+        q = self.gram - self.info.mean_outer if self.center else self.gram
+        self.total = float(q.sum())  # ||Y||^2 (centred: summed per-channel variance)
+        if not (self.total == self.total) or self.total == float("inf"):
+            raise EvopruneError(f"stage-1 statistics of unit '{self.unit or '?'}' are not finite; the model "
+                                "produces NaN/inf activations on the calibration batches")
+        self.Q = q / self.total if self.normalize and self.total > 0 else q
+
+    def with_center(self, center: bool) -> "ReconstructionFitness":
+        """A copy scoring the centred (or plain) error from the same calibration (no second pass)."""
+        other = copy.copy(self)
+        other.center = bool(center)
+        other._set_q()
+        other.evaluations = 0
+        return other
 
     @classmethod
     def from_space(cls, space: Any, unit: Any, calib: Any, model: Optional[nn.Module] = None,
@@ -82,7 +101,7 @@ class ReconstructionFitness(Evaluator):
         self.evaluations += m.shape[0]
         with small_work(m.shape[0] * self.n * self.n):
             r = (~m).to(self.Q.dtype)
-            return ((r @ self.Q) * r).sum(1)
+            return ((r @ self.Q) * r).sum(1).to(torch.float64)
 
     def evaluate(self, masks: Any) -> torch.Tensor:
         """``[P, 1]`` normalised reconstruction errors (minimise)."""

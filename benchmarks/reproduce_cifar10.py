@@ -1,0 +1,127 @@
+"""Reproduce the paper's pipeline on CIFAR-10 (JPEG) and compare channel selectors fairly.
+
+From a baseline trained with `evoprune train` (benchmarks/train_baseline.py):
+
+1. `evoprune sensitivity` once; every run below reuses these curves (`--sensitivity`), so all selectors get the
+   same per-unit keep ratios (allocated for `--target-macs`) and the same pruning order;
+2. the paper's method: `evoprune prune --selector ga` (two-step fitness, KD fine-tune);
+3. selectors at identical ratios and identical fine-tune budget: ga vs l1 vs random, `--seeds` seeds each,
+   accuracy (a) right after pruning with adaptive BN (no fine-tuning at all) and (b) after the fine-tune;
+4. ablations with the GA: KD vs cross-entropy fine-tune; sensitivity order vs front-to-back order.
+
+Writes benchmarks/results/reproduce_cifar10.{json,md} and a small final checkpoint. Every run is a normal
+`evoprune` run directory under --out, resumable: rerun the same command after an interruption.
+
+    python benchmarks/reproduce_cifar10.py --checkpoint benchmarks/results/vgg16_w0.25_cifar10.pt --seeds 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from _common import RESULTS, evoprune_cmd, machine, run, save, shared_cifar10
+
+
+def prune_run(out: Path, a, extra: list, log: Path) -> dict:
+    """One `evoprune prune` run (resumed if its directory exists); returns results.json."""
+    if (out / "results.json").exists():
+        return json.loads((out / "results.json").read_text())
+    cmd = evoprune_cmd("--quiet", "prune", "--checkpoint", a.checkpoint, "--data", a.data, "--target-macs",
+                       str(a.target_macs), "--sensitivity", str(a.sens_file), "--batch-size", str(a.batch_size),
+                       "--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(a.finetune_epochs),
+                       "--pop-size", str(a.pop_size), "--generations", str(a.generations), "--out", str(out),
+                       *(["--resume"] if out.exists() else []), *extra)
+    run(cmd, log)
+    return json.loads((out / "results.json").read_text())
+
+
+def summary(rows: list, key: str) -> str:
+    vals = [r[key] for r in rows]
+    if len(vals) == 1:
+        return f"{100 * vals[0]:.2f}"
+    return f"{100 * statistics.mean(vals):.2f} ± {100 * statistics.stdev(vals):.2f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=str(RESULTS / "vgg16_w0.25_cifar10.pt"))
+    ap.add_argument("--data", default=None, help="default: imagefolder:<shared cifar10-jpeg.tar.gz>")
+    ap.add_argument("--target-macs", type=float, default=0.33)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--selectors", default="ga,l1,random")
+    ap.add_argument("--finetune-steps", type=int, default=30)
+    ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--pop-size", type=int, default=50)
+    ap.add_argument("--generations", type=int, default=60)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--out", default="runs/reproduce")
+    a = ap.parse_args()
+    a.data = a.data or f"imagefolder:{shared_cifar10()}"
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "log.txt"
+    t0 = time.time()
+    sens_dir = out / "sensitivity"
+    a.sens_file = sens_dir / "sensitivity.json"
+    if not a.sens_file.exists():
+        run(evoprune_cmd("--quiet", "sensitivity", "--checkpoint", a.checkpoint, "--data", a.data,
+                         "--batch-size", str(a.batch_size), "--out", str(sens_dir), "--overwrite"), log)
+    runs: dict = {}
+    for sel in a.selectors.split(","):
+        for seed in range(a.seeds):
+            for phase, extra in (("pruned_adaptive_bn", ["--finetune-steps", "0", "--finetune-epochs", "0"]),
+                                 ("finetuned", [])):
+                # later flags win in click: the phase's fine-tune settings override the defaults above
+                rdir = out / f"{sel}-seed{seed}-{phase}"
+                res = prune_run(rdir, a, ["--selector", sel, "--seed", str(seed), *extra], log)
+                runs.setdefault((sel, phase), []).append(res)
+                print(f"{sel} seed {seed} {phase}: test {res['final']['test_top1']:.4f}, MACs x"
+                      f"{res['final']['macs_reduction']:.2f}, params x{res['final']['params_reduction']:.2f}",
+                      flush=True)
+    ablations = {}
+    if not a.no_ablations:
+        for name, extra in (("ga-ce", ["--loss", "ce"]), ("ga-forward-order", ["--order", "forward"])):
+            ablations[name] = prune_run(out / name, a, ["--selector", "ga", "--seed", "0", *extra], log)
+    base = runs[(a.selectors.split(",")[0], "finetuned")][0]["base"]
+    table = []
+    for sel in a.selectors.split(","):
+        ft, pr = runs[(sel, "finetuned")], runs[(sel, "pruned_adaptive_bn")]
+        s1 = [statistics.mean([u.get("stage1_error", float("nan")) for u in r["units"]]) for r in pr]
+        table.append({"selector": sel, "seeds": len(ft),
+                      "after_prune": summary([r["final"] for r in pr], "test_top1"),
+                      "after_finetune": summary([r["final"] for r in ft], "test_top1"),
+                      "mean_stage1_error": statistics.mean(s1),
+                      "macs_reduction": ft[0]["final"]["macs_reduction"],
+                      "params_reduction": ft[0]["final"]["params_reduction"],
+                      "wall_time_s": statistics.mean(r["wall_time_s"] for r in ft)})
+    result = {"checkpoint": a.checkpoint, "dataset": "CIFAR-10 (JPEG)", "base": base, "target_macs": a.target_macs,
+              "settings": {k: v for k, v in vars(a).items() if k not in ("sens_file",)},
+              "selectors": table,
+              "ablations": {k: {"test_top1": v["final"]["test_top1"], "macs_reduction": v["final"]["macs_reduction"],
+                                "params_reduction": v["final"]["params_reduction"]} for k, v in ablations.items()},
+              "paper_method": runs[("ga", "finetuned")][0]["final"] if ("ga", "finetuned") in runs else None,
+              "wall_time_s": time.time() - t0, "machine": machine()}
+    save("reproduce_cifar10.json", result)
+    md = ["| selector | seeds | test acc. right after pruning (adaptive BN) | test acc. after fine-tune | mean stage-1 error "
+          "| MACs reduction | params reduction |", "|---|---|---|---|---|---|---|"]
+    for r in table:
+        md.append(f"| {r['selector']} | {r['seeds']} | {r['after_prune']} % | {r['after_finetune']} % | "
+                  f"{r['mean_stage1_error']:.4f} | {r['macs_reduction']:.2f}x | {r['params_reduction']:.2f}x |")
+    for k, v in result["ablations"].items():
+        md.append(f"| ablation {k} | 1 | | {100 * v['test_top1']:.2f} % | | {v['macs_reduction']:.2f}x | "
+                  f"{v['params_reduction']:.2f}x |")
+    md.append(f"\nBaseline: test {100 * base['test_top1']:.2f} %, {base['macs']:,} MACs, {base['params']:,} params.")
+    (RESULTS / "reproduce_cifar10.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    ga0 = out / "ga-seed0-finetuned" / "model.pt"
+    if ga0.exists() and ga0.stat().st_size <= 20 * 2**20:
+        shutil.copyfile(ga0, RESULTS / "vgg16_pruned_ga_cifar10.pt")
+
+
+if __name__ == "__main__":
+    main()
