@@ -12,13 +12,6 @@ from evoprune.models import create_model
 from evoprune.pruning import CostModel, PruningSpace, apply, flop_counter_macs, measure_latency, model_params
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def vgg16():

@@ -12,13 +12,6 @@ from evoprune.models.checkpoint import load_model, save_checkpoint
 from evoprune.pruning import PruningSpace, apply, masks_to_pruned
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def pruned_ckpt(tmp_path_factory):

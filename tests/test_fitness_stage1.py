@@ -11,14 +11,6 @@ from evoprune.models import create_model
 from evoprune.pruning.space import PruningSpace
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on shared, busy cores: two OpenMP threads spin against each other (7x slower measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BN scales (fresh BNs have gamma=1, var=1: the BN weighting would go untested)."""
     g = torch.Generator().manual_seed(seed)

@@ -13,14 +13,6 @@ from evoprune.pruning.space import PruningSpace
 from evoprune.train import evaluate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on shared, busy cores: two OpenMP threads spin against each other (7x slower measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 def _batches(n, b=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(b, 3, 32, 32, generator=g), torch.randint(0, 10, (b,), generator=g)) for _ in range(n)]

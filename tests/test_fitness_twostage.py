@@ -14,15 +14,6 @@ from evoprune.pruning.space import PruningSpace
 from evoprune.registry import EVALUATORS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs on shared, busy cores: two OpenMP threads spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Fake:
     """A stand-in stage: score = a fixed linear function of the mask; counts the masks it saw."""
 

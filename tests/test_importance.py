@@ -12,13 +12,6 @@ from evoprune.pruning import IMPORTANCE, PruningSpace, keep_mask
 from evoprune.registry import SELECTORS
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def resnet():

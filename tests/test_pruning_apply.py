@@ -19,14 +19,6 @@ from evoprune.pruning import (CostModel, PruningSpace, apply, flop_counter_macs,
                               shrink_to, soft_apply)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # the suite shares 2 cores; tiny convs are slower with 2 contended threads
-    yield
-    torch.set_num_threads(old)
-
-
 def calibrate(model: nn.Module, size: int, seed: int = 0) -> nn.Module:
     """Random BN affine parameters and running statistics from one train-mode batch, so that eval-mode outputs are
     O(1) (torchvision's init makes deep nets' logits ~1e-10) and every channel matters."""

@@ -11,14 +11,6 @@ from evoprune.models import create_model
 from evoprune.pruning import PruningSpace
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # the suite shares 2 cores; tiny convs are slower with 2 contended threads
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def vgg():
     m = create_model("vgg16", width=0.25)
