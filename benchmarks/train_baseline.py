@@ -29,8 +29,14 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--save-checkpoint", default=None, help="copy the final model.pt here (e.g. benchmarks/results/...)")
+    ap.add_argument("--export-partial", action="store_true",
+                    help="do not train: save the model of the run's last completed epoch (an interrupted run) as a "
+                         "checkpoint, evaluated on the test split, to --save-checkpoint")
     a = ap.parse_args()
     out = a.out or f"runs/baseline-{a.model}-w{a.width}-e{a.epochs}"
+    if a.export_partial:
+        export_partial(a, Path(out))
+        return
     t0 = time.time()
     cmd = evoprune_cmd("--json", "train", "--model", a.model, "--width", str(a.width), "--data",
                        f"imagefolder:{shared_cifar10()}", "--epochs", str(a.epochs), "--lr", str(a.lr),
@@ -52,6 +58,35 @@ def main() -> None:
         print(f"copied checkpoint to {a.save_checkpoint}")
     print(f"{a.model} width {a.width}: {a.epochs} epoch(s) -> test top-1 {summary['test_top1']:.4f} "
           f"in {result['wall_time_s'] / 60:.1f} min")
+
+
+def export_partial(a, out: Path) -> None:
+    """Checkpoint of an unfinished run's last completed epoch (honestly labelled with the epochs it had)."""
+    import torch
+
+    from evoprune.data import load_dataset, make_loaders
+    from evoprune.io import load_torch
+    from evoprune.models import count_params, create_model
+    from evoprune.models.checkpoint import save_checkpoint
+    from evoprune.session import count_macs
+    from evoprune.train import evaluate
+
+    st = load_torch(out / "train_state.pt", "training state")
+    data = load_dataset(f"imagefolder:{shared_cifar10()}")
+    kwargs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "width": a.width}
+    model = create_model(a.model, **kwargs)
+    model.load_state_dict(st["model"])
+    test = evaluate(model, make_loaders(data, batch_size=256).test)
+    meta = dict(data.meta(), arch=a.model, model_kwargs=kwargs, accuracy=test["top1"], epochs=st["epoch"],
+                planned_epochs=a.epochs, partial=True)
+    save_checkpoint(a.save_checkpoint, model, meta)
+    hist = [json.loads(l) for l in Path(out, "metrics.jsonl").read_text().splitlines() if l.strip()]
+    save(f"train_baseline_{a.model}_w{a.width}_e{a.epochs}_partial.json",
+         {"model": a.model, "width": a.width, "planned_epochs": a.epochs, "epochs_completed": st["epoch"],
+          "dataset": "CIFAR-10 (JPEG)", "test_top1": test["top1"], "params": count_params(model),
+          "macs": count_macs(model, data.in_channels, data.image_size), "per_epoch": hist, "machine": machine(),
+          "note": "run stopped early (CPU time); the learning rate had not annealed"})
+    print(f"epoch {st['epoch']}/{a.epochs}: test top-1 {test['top1']:.4f} -> {a.save_checkpoint}")
 
 
 if __name__ == "__main__":
