@@ -18,6 +18,11 @@ this script does its own work -- writing the checkpoint -- in-process so that no
 
 Writes benchmarks/results/memory.json (and keeps the run directory under benchmarks/results/memory_run/ only with
 --keep). Exit status 1 when the peak exceeds --target-gb.
+
+Run time is dominated by stage 2 of the fitness (adaptive-BN + held-out accuracy of full-size VGG-16 on 4+4 batches
+of 128 images, for every verified candidate: the top-k every few generations and the GA's 10 finalists per unit):
+about 5 min per early unit on 2 busy cores (20 min for the default three units at load average 5-8);
+``--units features.34`` (one late unit) takes a few minutes and still loads the full data and model.
 """
 from __future__ import annotations
 

@@ -83,10 +83,11 @@ def export_partial(a, out: Path) -> None:
     hist = [json.loads(l) for l in Path(out, "metrics.jsonl").read_text().splitlines() if l.strip()]
     save(f"train_baseline_{a.model}_w{a.width}_e{a.epochs}_partial.json",
          {"model": a.model, "width": a.width, "planned_epochs": a.epochs, "epochs_completed": st["epoch"],
+          "steps": st["step"], "batches_into_next_epoch": st["batch"],
           "dataset": "CIFAR-10 (JPEG)", "test_top1": test["top1"], "params": count_params(model),
           "macs": count_macs(model, data.in_channels, data.image_size), "per_epoch": hist, "machine": machine(),
           "note": "run stopped early (CPU time); the learning rate had not annealed"})
-    print(f"epoch {st['epoch']}/{a.epochs}: test top-1 {test['top1']:.4f} -> {a.save_checkpoint}")
+    print(f"epoch {st['epoch']}/{a.epochs} (+{st['batch']} batches): test top-1 {test['top1']:.4f} -> {a.save_checkpoint}")
 
 
 if __name__ == "__main__":

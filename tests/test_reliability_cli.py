@@ -474,3 +474,30 @@ def test_json_summary_and_quiet(outcomes) -> None:
     assert j.stderr.strip() == "", j.stderr
     q = outcomes["fork"]["x-quiet"]
     assert q.rc == 0 and q.stdout.strip() == "" and q.stderr.strip() == "", (q.stdout, q.stderr)
+
+
+@pytest.mark.parametrize("err", ["ENOSPC", "EROFS"])
+def test_disk_full_or_read_only_filesystem_is_one_line(tmp_path, monkeypatch, err):
+    """A full disk (or a read-only filesystem) while writing results: one line, exit 2, old files intact."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from evoprune import io as eio
+    from evoprune.cli import main
+
+    out = tmp_path / "run"
+    real = eio.atomic_write_bytes
+
+    def failing(path, data):
+        if Path(path).name == "result.json":  # the run itself is fine; saving its result fails
+            raise OSError(getattr(errno, err), os.strerror(getattr(errno, err)), str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(eio, "atomic_write_bytes", failing)
+    r = CliRunner().invoke(main, ["--quiet", "search", "--problem", "planted-qp", "--param", "n=32", "--budget", "200",
+                                  "--out", str(out)])
+    assert r.exit_code == 2, (r.output, r.exception)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "result.json" in lines[0] and os.strerror(getattr(errno, err)) in lines[0], r.stderr
+    assert not (out / "result.json").exists() and (out / "strategy_state.json").exists()  # --resume can finish it

@@ -25,12 +25,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # end-to-end runs (about 1-2 min for the file); `make test` runs them, test-fast not
 
 
 def _env(tmp: Path) -> Dict[str, str]:
@@ -226,19 +227,34 @@ def test_train_killed_three_times_equals_uninterrupted(runner, tmp_path):
     def lines() -> int:
         return len(metrics.read_text().splitlines()) if metrics.exists() else 0
 
-    # 1. kill -9 during epoch 1: nothing saved yet but config.json; the resume starts over
+    # 1. kill -9 early in epoch 1 (config.json is written just before training starts): nothing saved yet
     rc = runner.kill_when(TRAIN_ARGS + ["--out", run], lambda: (run / "config.json").exists(),
-                          delay=rng.uniform(0.5, 2.0))
+                          delay=rng.uniform(0.0, 0.3))
     assert rc == -signal.SIGKILL
-    # 2. SIGTERM during epoch 2: the handler saves a mid-epoch state (batch > 0) and exits 130
-    rc = runner.kill_when(TRAIN_ARGS + ["--out", run, "--resume"], lambda: lines() >= 1,
-                          delay=rng.uniform(1.0, 2.0), sig=signal.SIGTERM)
-    assert rc == 130, rc
+    # 2. SIGTERM during epoch 2: the handler saves a mid-epoch state (batch > 0) and exits 130. The delay is a
+    # random fraction of epoch 1's training time, so that it lands inside epoch 2 on a fast or a slow machine.
+    t_epoch = [0.0]
+
+    def epoch1_done() -> bool:
+        if lines() < 1:
+            return False
+        t_epoch[0] = float(_jsonl(metrics)[0]["time_s"])
+        return True
+
+    p = runner.start(TRAIN_ARGS + ["--out", run, "--resume"])
+    while not epoch1_done():
+        assert p.poll() is None, Path(p.err_path).read_text()  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.15, 0.5) * t_epoch[0])
+    assert p.poll() is None, "run ended before the SIGTERM"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 130, Path(p.err_path).read_text()  # type: ignore[attr-defined]
+    assert "--resume" in Path(p.err_path).read_text()  # type: ignore[attr-defined]
     st = torch.load(run / "train_state.pt", weights_only=True)
-    assert st["batch"] > 0, (st["epoch"], st["batch"])  # a mid-epoch state
+    assert st["epoch"] == 1 and st["batch"] > 0, (st["epoch"], st["batch"])  # a mid-epoch state
     # 3. kill -9 during epoch 3 (the state on disk is the one from the end of epoch 2)
     rc = runner.kill_when(TRAIN_ARGS + ["--out", run, "--resume"], lambda: lines() >= 2,
-                          delay=rng.uniform(0.3, 1.5))
+                          delay=rng.uniform(0.1, 0.7) * t_epoch[0])
     assert rc == -signal.SIGKILL
     runner.run(TRAIN_ARGS + ["--out", run, "--resume"])
     runner.finish(ref_proc)
@@ -310,9 +326,9 @@ def prune_runs(module_runner):
     rc = runner.kill_when(args + ["--out", run, "--resume"], lambda: _done(run) >= min(k, _n_units(run) - 1),
                           delay=rng.uniform(0.0, 0.2))
     assert rc == -signal.SIGKILL
-    # 3. during the final fine-tune
+    # 3. during the final fine-tune (one short epoch)
     rc = runner.kill_when(args + ["--out", run, "--resume"], lambda: _done(run) >= _n_units(run),
-                          delay=rng.uniform(0.2, 1.0))
+                          delay=rng.uniform(0.0, 0.3))
     assert rc == -signal.SIGKILL and not (run / "results.json").exists()
     runner.run(args + ["--out", run, "--resume"])
     runner.finish(ref_proc)

@@ -1,6 +1,7 @@
 """Options and behaviour shared by every command: config files, run directories, errors, --json, --quiet."""
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -167,8 +168,19 @@ def handle_errors(fn: Callable) -> Callable:
             text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
             click.echo(f"error: {text}", err=True)
             sys.exit(2)
+        except OSError as exc:
+            # the environment, not a bug: full disk, quota, read-only filesystem, no permission
+            if Ctx.debug or exc.errno not in _USER_OS_ERRORS:
+                raise
+            where = f" '{exc.filename}'" if exc.filename else ""
+            click.echo(f"error: cannot write or read{where}: {exc.strerror or exc}; free space or choose another "
+                       "path", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; run again with --resume to continue", err=True)
             sys.exit(130)
 
     return wrapper
+
+
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
