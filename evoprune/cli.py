@@ -27,8 +27,26 @@ _COMMANDS = [
 
 class _Group(click.Group):
     def main(self, *args, **kwargs):
-        # click's own usage errors (bad option, bad value) exit 2 already; keep it that way.
-        return super().main(*args, **kwargs)
+        """Click's usage errors (unknown option, bad value) as one line on stderr and exit code 2, like ours."""
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see 'evoprune {exc.ctx.command_path.split(' ', 1)[1]} --help')" if exc.ctx and " " in \
+                exc.ctx.command_path else " (see 'evoprune --help')"
+            click.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        if isinstance(rv, int) and rv:  # pragma: no cover
+            sys.exit(rv)
+        return rv
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

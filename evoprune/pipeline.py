@@ -88,6 +88,14 @@ class PruneConfig:
         for name in ("finetune_steps", "finetune_epochs", "stage2_top_k"):
             if getattr(self, name) < 0:
                 raise EvopruneError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        import evoprune.pruning  # noqa: F401  (registers the built-in selectors)
+        from .registry import SELECTORS
+
+        for name in ([self.selector] if self.selector != "ga" else []) + [self.sensitivity_method]:
+            SELECTORS.get(name)  # an unknown name fails before any work or file
+        for r in self.sensitivity_ratios:
+            if not 0.0 < r < 1.0:
+                raise EvopruneError(f"sensitivity ratios must lie in (0, 1), got {r}")
         if not self.finetune_lr > 0:
             raise EvopruneError(f"--finetune-lr must be > 0, got {self.finetune_lr}")
         if self.ratios is not None:
@@ -244,6 +252,7 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
             from .sensitivity import Sensitivity
 
             sens = Sensitivity.from_json(read_json(sens_path, "sensitivity file"))
+            save_sensitivity(sens, out)  # a kill may have come between the JSON and its CSV/plots
         else:
             log(f"sensitivity of {len(space0)} units at keep ratios {list(cfg.sensitivity_ratios)} ...")
             sens = compute_sensitivity(model, space0, loaders, cfg, log=log)

@@ -420,17 +420,6 @@ def _param(case: Case):
 # Cases that fail because of bugs in files this test's author does not own; reported to the lead. strict: when the
 # bug is fixed the case XPASSes, which fails the run -- then delete its line here.
 KNOWN_BUGS: Dict[str, str] = {
-    "list-missing-plugin": "commands/listing.py imports --plugin with bare importlib/runpy: a missing module is a "
-                           "ModuleNotFoundError traceback (exit 1), not a one-line error",
-    "prune-unknown-selector": "--selector is checked only when the first unit is pruned (pipeline.select_channels), "
-                              "after the run directory was written; validate it in PruneConfig.validate",
-    "sensitivity-ratio-out-of-range": "--ratios of 'sensitivity' is range-checked in pipeline.compute_sensitivity, "
-                                      "after prepare_run_dir wrote config.json/env.json",
-    "prune-resume-other-checkpoint": "prune --resume compares only the PruneConfig fingerprint, not config.json: "
-                                     "with another --checkpoint it resumes the old run's pruned model, reports the "
-                                     "new checkpoint's base accuracy and overwrites model.pt/results.json",
-    "search-bad-probability": "ga has no .validate, so validate_strategy passes and ga's own _check_params fails "
-                              "after run_one wrote config.json/env.json into --out",
 }
 
 

@@ -184,26 +184,22 @@ def test_ga_search_killed_three_times_equals_uninterrupted(ga_runs):
     assert a["evaluations"] == len((run / "evaluations.csv").read_text().splitlines()) - 1
 
 
-@pytest.mark.xfail(strict=True, reason="commands/search.py write_run writes result.json before evaluations.csv and "
-                                       "logbook.csv; a kill between them leaves a run that --resume treats as "
-                                       "finished (run_one returns load_result) and then fails/never completes")
-def test_search_kill_right_after_result_json_resumes(ga_runs, runner, tmp_path):
-    """kill -9 just after result.json was written (simulated on a copy of a finished run: the later files absent)."""
+def test_search_kill_before_result_json_resumes(ga_runs, runner, tmp_path):
+    """result.json is written last: a kill -9 after the CSVs but before it (simulated on a copy of a finished run)
+    leaves a run that --resume completes to the same files."""
     import shutil
 
     ref, done, _ = ga_runs
     run = tmp_path / "run"
     shutil.copytree(done, run)
-    (run / "evaluations.csv").unlink()
-    (run / "logbook.csv").unlink()
+    (run / "result.json").unlink()
+    (run / "logbook.csv").write_text("torn")
     runner.run(GA_ARGS + ["--out", run, "--resume"])
     for name in ("evaluations.csv", "logbook.csv"):
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
+    assert _strip_times(_json(run / "result.json")) == _strip_times(_json(ref / "result.json"))
 
 
-@pytest.mark.xfail(strict=True, reason="strategies/ga.py has no SIGINT/SIGTERM handler: SIGTERM ends the process at "
-                                       "once (exit -15) and the generations since the last periodic checkpoint "
-                                       "are lost; the issue asks for a checkpoint on SIGINT/SIGTERM")
 def test_search_sigterm_saves_a_checkpoint(runner, tmp_path):
     run = tmp_path / "run"
     args = ["search", "--problem", "planted-qp", "--strategy", "ga", "--budget", "20000", "--seed", "3",
@@ -335,10 +331,6 @@ def prune_runs(module_runner):
     return ref, run, args
 
 
-# sensitivity.csv/.png/.svg are written after sensitivity.json and not restored by a resume: see the xfail test below
-_KNOWN_MISSING_AFTER_RESUME = {"sensitivity.csv", "sensitivity.png", "sensitivity.svg"}
-
-
 def test_prune_killed_three_times_equals_uninterrupted(prune_runs):
     ref, run, _ = prune_runs
     assert _n_units(ref) >= 3
@@ -347,14 +339,10 @@ def test_prune_killed_three_times_equals_uninterrupted(prune_runs):
     for name in ("allocation.json", "sensitivity.json", "prune_config.json", "state/progress.json"):
         assert _strip_times(_json(ref / name)) == _strip_times(_json(run / name)), name
     assert _strip_times(_jsonl(ref / "finetune_metrics.jsonl")) == _strip_times(_jsonl(run / "finetune_metrics.jsonl"))
-    files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*")  # noqa: E731
-                             if p.name not in _KNOWN_MISSING_AFTER_RESUME)
+    files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*"))  # noqa: E731
     assert files(ref) == files(run)
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.run reads sensitivity.json on resume but never rewrites "
-                                       "sensitivity.csv/.png/.svg, which save_sensitivity writes after it: a kill "
-                                       "between the two leaves them missing for good")
 def test_prune_kill_right_after_sensitivity_json_resumes(prune_runs, runner, tmp_path):
     """kill -9 just after sensitivity.json was written (simulated on a copy of a finished run: later files gone)."""
     import shutil
@@ -362,7 +350,7 @@ def test_prune_kill_right_after_sensitivity_json_resumes(prune_runs, runner, tmp
     ref, done, args = prune_runs
     run = tmp_path / "run"
     shutil.copytree(done, run)
-    for name in _KNOWN_MISSING_AFTER_RESUME:
+    for name in ("sensitivity.csv", "sensitivity.png", "sensitivity.svg"):
         (run / name).unlink(missing_ok=True)
     runner.run(args + ["--out", run, "--resume"])
     assert (run / "sensitivity.csv").read_bytes() == (ref / "sensitivity.csv").read_bytes()

@@ -227,9 +227,6 @@ def test_strategy_checkpoint_refuses_pickled_npz(tampered_strategy):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="strategies/checkpoint.py load_state lets numpy's ValueError ('Object arrays "
-                                       "cannot be loaded when allow_pickle=False') escape: a traceback, not a "
-                                       "one-line EvopruneError")
 def test_strategy_checkpoint_refusal_is_a_user_error(tampered_strategy):
     from evoprune.strategies.checkpoint import load_state
 

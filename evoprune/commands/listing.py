@@ -29,11 +29,18 @@ def list_cmd(kind: str, plugins) -> None:
     import runpy
 
     _import_all()
+    from evoprune.errors import EvopruneError
+
     for p in plugins:
-        if p.endswith(".py"):
-            runpy.run_path(p)
-        else:
-            importlib.import_module(p)
+        try:
+            if p.endswith(".py"):
+                runpy.run_path(p)
+            else:
+                importlib.import_module(p)
+        except (ImportError, OSError) as exc:
+            raise EvopruneError(f"--plugin '{p}' cannot be imported ({exc}); give an importable module or .py file") from None
+        except Exception as exc:
+            raise EvopruneError(f"--plugin '{p}' failed while importing: {type(exc).__name__}: {exc}") from None
     reg = ALL[kind]
     rows = reg.describe()
     width = max((len(k) for k, _ in rows), default=0)

@@ -137,6 +137,13 @@ def prune(ctx, **params) -> None:
         if old.exists() and read_json(old, "run config").get("fingerprint") != cfg.fingerprint():
             raise EvopruneError(f"cannot --resume '{out}': it was made with a different configuration; use the same "
                                 "options, or --overwrite to start over")
+        if (out / "config.json").exists():  # the inputs too: another checkpoint or dataset is another run
+            before = read_json(out / "config.json", "run config")
+            diff = [k for k in ("checkpoint", "model_name", "data", "data_dir", "calib_size", "exclude")
+                    if k in before and before[k] != (list(p[k]) if isinstance(p[k], tuple) else p[k])]
+            if diff:
+                raise EvopruneError(f"cannot --resume '{out}': it was made with a different {', '.join(diff)}; use "
+                                    "the same inputs, or --overwrite to start over")
     write_json(out / "config.json", p)
     write_json(out / "env.json", environment_info(str(s.device), p["seed"]))
     log_file = open(out / "log.txt", "a")

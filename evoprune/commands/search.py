@@ -248,9 +248,9 @@ def write_run(out: Path, result: Any, problem: Any) -> None:
 
     summary = result.summary()
     summary["objectives"] = list(problem.objectives)
-    write_json(out / "result.json", summary)
     atomic_write_text(out / "evaluations.csv", evaluations_csv(result, problem))
     atomic_write_text(out / "logbook.csv", logbook_csv(result.logbook))
+    write_json(out / "result.json", summary)  # last: its presence marks the run as finished
 
 
 def evaluations_csv(result: Any, problem: Any) -> str:

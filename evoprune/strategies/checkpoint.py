@@ -52,8 +52,12 @@ def load_state(path: str | Path) -> Optional[Dict[str, Any]]:
         raise EvopruneError(f"strategy checkpoint '{meta_path}' is unreadable ({exc}); remove it or use --overwrite") from None
     if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         raise EvopruneError(f"strategy checkpoint '{npz}' does not match its checksum; remove it or use --overwrite")
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError) as exc:  # object arrays need pickle: refused, never unpickled
+        raise EvopruneError(f"strategy checkpoint '{npz}' cannot be loaded safely ({str(exc).splitlines()[0][:100]}); "
+                            "remove it or use --overwrite") from None
     state = dict(meta["state"])
     state.update(arrays)
     return state

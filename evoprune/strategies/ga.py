@@ -41,6 +41,7 @@ from deap import tools
 
 from evoprune.errors import EvopruneError
 from evoprune.registry import STRATEGIES
+from evoprune.signals import graceful
 
 from .base import BudgetedEvaluator, BudgetExhausted, Result, rng_state, seeded_rngs, set_rng_state, timer
 from .checkpoint import load_state, save_state
@@ -145,6 +146,7 @@ class _HallOfFame:
 
 
 @STRATEGIES.register("ga", doc="the paper's generational GA with elitism (cardinality crossover + swap mutation)")
+@graceful
 def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[..., Any]] = None, *,
        pop_size: int = GA_DEFAULTS["pop_size"], cxpb: float = GA_DEFAULTS["cxpb"],
        mutpb: float = GA_DEFAULTS["mutpb"], crossover: Any = None, mutation: Any = None, selection: Any = None,
@@ -351,8 +353,12 @@ def _after_generation(reason: Optional[str], gen: int, pop: np.ndarray, fit: np.
                       save: Callable[[Optional[str]], None]) -> Optional[str]:
     """Checkpoint (periodic, before the callback so a crash inside it loses nothing), then the callback, then
     the final checkpoint if the run stops here."""
-    if checkpoint is not None and reason is None and gen % every == 0:
+    from evoprune import signals
+
+    if checkpoint is not None and reason is None and (gen % every == 0 or signals.requested()):
         save(None)
+    if signals.requested() and reason is None:  # SIGINT/SIGTERM: the state is on disk, --resume continues it
+        raise KeyboardInterrupt
     if callback is not None and callback(gen, pop.copy(), fit.copy()) and reason is None:
         reason = "callback"
     if checkpoint is not None and reason is not None:
@@ -377,3 +383,23 @@ def _check_checkpoint(path: Any, state: Dict[str, Any], problem: Any, n: int, se
     if mismatch:
         raise EvopruneError(f"checkpoint '{path}' belongs to a different run ({'; '.join(mismatch)}); "
                             "remove it or rerun with the same settings")
+
+
+def _validate(problem: Any, budget: int, **params: Any) -> None:
+    """Check ``ga``'s parameters and the problem before any run starts (the CLI calls this before writing files)."""
+    import inspect
+
+    sig = inspect.signature(ga)
+    unknown = [k for k in params if k not in sig.parameters]
+    if unknown:
+        raise EvopruneError(f"ga has no parameter '{unknown[0]}'; see evoprune.strategies.ga.ga")
+    p = {k: v.default for k, v in sig.parameters.items() if v.default is not inspect.Parameter.empty}
+    p.update(params)
+    _check_params(p["pop_size"], p["cxpb"], p["mutpb"], p["elite"], p["stagnation"], p["generations"],
+                  p["hof_size"], p["checkpoint_every"])
+    if len(problem.objectives) != 1:
+        raise EvopruneError(f"ga is single-objective but problem '{problem.name}' has {len(problem.objectives)} "
+                            "objectives; use strategy 'nsga2'")
+
+
+ga.validate = _validate  # type: ignore[attr-defined]

@@ -1,0 +1,52 @@
+"""SIGINT/SIGTERM as a request to stop at the next safe point (after a checkpoint), not a crash mid-write."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import signal
+import threading
+from typing import Any, Callable, Dict, Iterator
+
+_state = {"stop": False, "depth": 0}
+
+
+def requested() -> bool:
+    """True once SIGINT or SIGTERM arrived inside :func:`stop_on_signals`."""
+    return bool(_state["stop"])
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into :func:`requested` for the block (main thread only; nesting is fine)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old: Dict[int, Any] = {}
+
+    def handle(signum, frame):
+        _state["stop"] = True
+
+    if _state["depth"] == 0:
+        _state["stop"] = False
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old[s] = signal.signal(s, handle)
+    _state["depth"] += 1
+    try:
+        yield
+    finally:
+        _state["depth"] -= 1
+        for s, h in old.items():
+            signal.signal(s, h)
+        if _state["depth"] == 0:
+            _state["stop"] = False
+
+
+def graceful(fn: Callable) -> Callable:
+    """Run ``fn`` inside :func:`stop_on_signals`; ``fn`` checks :func:`requested` at its safe points."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with stop_on_signals():
+            return fn(*args, **kwargs)
+
+    return wrapper
