@@ -14,7 +14,8 @@ def demo_prune(s, run: Path, target_macs: float, seed: int, base_top1: float, pr
 
     common = dict(target_macs=target_macs, seed=seed, batch_size=64, pop_size=30, generations=30,
                   finetune_steps=10, finetune_epochs=2, finetune_lr=0.01, bn_batches=2, eval_batches=2,
-                  calib_batches=2, stage2_top_k=2, stage2_every=15, sensitivity_ratios=(0.8, 0.6, 0.4, 0.2))
+                  calib_batches=2, stage2_top_k=2, stage2_every=15, finalists=3,
+                  sensitivity_ratios=(0.8, 0.6, 0.4, 0.2))
     rows, points = [], {"unpruned": [(1.0, base_top1)]}
     sens = None
     for i, (label, selector) in enumerate((("GA + two-step fitness, KD", "ga"), ("L1 norm (Li et al.), KD", "l1"))):

@@ -52,6 +52,7 @@ class PruneConfig:
     fitness: str = "twostage"               # twostage | reconstruction | module:Evaluator
     stage2_top_k: int = 3
     stage2_every: int = 10
+    finalists: int = 5                      # hall of fame verified by stage 2 at the end of each unit's GA
     calib_batches: int = 4                  # batches of calibration data for stage 1 statistics
     bn_batches: int = 4                     # training batches for adaptive-BN re-estimation
     eval_batches: int = 4                   # held-out calibration batches for stage-2 / sensitivity accuracy
@@ -297,8 +298,7 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
                                          lr=cfg.finetune_lr, schedule="constant", max_steps=cfg.finetune_steps),
                 device, loss_fn=loss_fn, progress=progress, desc=f"fine-tune {unit}", evaluate_each_epoch=False)
         after_ft = evaluate(current, calib, device)
-        space_now = PruningSpace(current, x0, exclude=(), min_keep=1, warn=False)
-        macs, params = _macs_params(current, space_now)
+        macs, params = _macs_params(cost0, space0, pruned)
         rec = {"step": i + 1, "unit": unit, "n": n, "k": k, "calib_acc_after_prune": after_prune["top1"],
                "calib_acc_after_finetune": after_ft["top1"], "macs": macs, "params": params,
                "time_s": time.perf_counter() - t0, **info}
@@ -318,8 +318,7 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
             log_path=str(out / "finetune_metrics.jsonl") if out is not None else None)
     final_test = evaluate(current, loaders.test, device)
     final_calib = evaluate(current, calib, device)
-    space_now = PruningSpace(current, x0, exclude=(), min_keep=1, warn=False)
-    macs, params = _macs_params(current, space_now)
+    macs, params = _macs_params(cost0, space0, pruned)
     final = {"calib_top1": final_calib["top1"], "test_top1": final_test["top1"], "macs": macs, "params": params,
              "macs_ratio": macs / base["macs"], "params_ratio": params / base["params"],
              "macs_reduction": base["macs"] / macs, "params_reduction": base["params"] / params}
@@ -370,11 +369,11 @@ def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:
             "base_macs": int(cost.base_macs), "base_params": int(cost.base_params)}
 
 
-def _macs_params(model: nn.Module, space) -> Tuple[int, int]:
-    from .pruning.cost import CostModel
-
-    c = CostModel(space)
-    return int(c.base_macs), int(c.base_params)
+def _macs_params(cost, space, pruned: Dict[str, List[int]]) -> Tuple[int, int]:
+    """Exact MACs and parameters of the network pruned so far (the analytic cost model of the original network;
+    it equals FlopCounterMode and the parameter count of the physically pruned model)."""
+    counts = np.array([len(pruned[u]) if u in pruned else n for u, n in zip(space.names, space.sizes)])
+    return int(cost.macs_counts(counts)), int(cost.params_counts(counts))
 
 
 # --------------------------------------------------------------------------------------------------- sensitivity

@@ -59,7 +59,8 @@ def ga_select(model: nn.Module, space, unit: str, k: int, loaders, cfg, seed: in
         fitness = build_evaluator(cfg.fitness, space, u, calib, model=model)
     problem = ChannelSelectionProblem(u.channels, k, fitness, min_keep=u.min_keep, name=f"channels[{unit}]")
     res = ga(problem, budget=cfg.pop_size * (cfg.generations + 1), seed=seed, pop_size=cfg.pop_size,
-             generations=cfg.generations, crossover=cfg.crossover, mutation=cfg.mutation, selection=cfg.selection)
+             generations=cfg.generations, crossover=cfg.crossover, mutation=cfg.mutation, selection=cfg.selection,
+             hof_size=max(1, cfg.finalists))
     finalists = np.asarray(res.front_genomes, dtype=bool)
     info: Dict[str, Any] = {"ga_evaluations": int(res.evaluations), "ga_generations": res.params.get("generations_run"),
                             "ga_stop": res.params.get("stop_reason")}

@@ -67,7 +67,8 @@ def _config_from(p):
         min_keep=p.get("min_keep", 1), pop_size=p.get("pop_size", 50), generations=p.get("generations", 60),
         crossover=p.get("crossover"), mutation=p.get("mutation"), selection=p.get("selection"),
         fitness=p.get("fitness", "twostage"), stage2_top_k=p.get("stage2_top_k", 3),
-        stage2_every=p.get("stage2_every", 10), calib_batches=p.get("calib_batches", 4),
+        stage2_every=p.get("stage2_every", 10), finalists=p.get("finalists", 5),
+        calib_batches=p.get("calib_batches", 4),
         bn_batches=p["bn_batches"], eval_batches=p["eval_batches"], finetune_steps=p.get("finetune_steps", 50),
         finetune_epochs=p.get("finetune_epochs", 5), finetune_lr=p.get("finetune_lr", 0.01),
         loss=p.get("loss", "kd"), temperature=p.get("temperature", 4.0), alpha=p.get("alpha", 0.9),
@@ -100,6 +101,8 @@ def _config_from(p):
 @click.option("--fitness", default="twostage", show_default=True, help="twostage, reconstruction or module:Evaluator.")
 @click.option("--stage2-top-k", default=3, show_default=True, type=int, callback=non_negative,
               help="Candidates per check verified by the network-level stage 2.")
+@click.option("--finalists", default=5, show_default=True, type=int, callback=positive,
+              help="Best genomes of each unit's GA verified by stage 2 at the end; the lowest loss wins.")
 @click.option("--stage2-every", default=10, show_default=True, type=int, callback=positive,
               help="Run stage 2 every N generations (and on the final population).")
 @click.option("--calib-batches", default=4, show_default=True, type=int, callback=positive,

@@ -1,0 +1,143 @@
+"""The paper's pipeline end to end on the bundled data with a tiny VGG, plus allocation and API checks."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from evoprune.errors import EvopruneError
+from evoprune.sensitivity import Sensitivity, allocate, keep_count, ratios_for_drop
+
+FAST = ["--data", "mini-cifar10", "--batch-size", "32", "--bn-batches", "1", "--eval-batches", "1",
+        "--calib-batches", "1", "--pop-size", "8", "--generations", "3", "--finalists", "2", "--stage2-top-k", "1",
+        "--stage2-every", "2", "--finetune-steps", "1", "--finetune-epochs", "1", "--device", "cpu"]
+
+
+def cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "evoprune", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def pruned_run(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prune") / "run"
+    r = cli("--json", "prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", *FAST, "--out", out)
+    assert r.returncode == 0, r.stderr
+    return out, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_prune_end_to_end_outputs_and_target(pruned_run):
+    out, summary = pruned_run
+    for name in ("model.pt", "results.json", "config.json", "env.json", "allocation.json", "sensitivity.json",
+                 "sensitivity.csv", "sensitivity.png", "keep_ratios.png", "trajectory.png", "log.txt"):
+        assert (out / name).exists(), name
+    res = json.loads((out / "results.json").read_text())
+    assert abs(res["final"]["macs_ratio"] / 0.5 - 1) <= 0.05, res["final"]["macs_ratio"]
+    assert res["final"]["params"] < res["base"]["params"]
+    assert [u["unit"] for u in res["units"]] == res["order"]
+    ga_units = [u for u in res["units"] if "ga_evaluations" in u]
+    assert ga_units and all(u["stage1_error"] >= 0 for u in ga_units)
+    assert summary["final_macs"] == res["final"]["macs"]
+
+
+def test_pruned_model_reloads_and_matches_cost(pruned_run):
+    from evoprune.models.checkpoint import load_model
+    from evoprune.pruning import flop_counter_macs, model_params
+
+    out, _ = pruned_run
+    res = json.loads((out / "results.json").read_text())
+    m1, meta = load_model(str(out / "model.pt"))
+    m2, _ = load_model(str(out / "model.pt"))
+    assert meta["pruned"]
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(m1.eval()(x), m2.eval()(x))
+    assert model_params(m1) == res["final"]["params"]
+    assert flop_counter_macs(m1, (1, 3, 32, 32)) == res["final"]["macs"]
+    r = cli("--json", "evaluate", "--checkpoint", out / "model.pt", "--no-latency", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["test_top1"] == pytest.approx(res["final"]["test_top1"])
+
+
+def test_dry_run_shows_allocation(tiny_checkpoint, tmp_path):
+    r = cli("prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.4", "--dry-run", *FAST,
+            "--out", tmp_path / "dry")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads((tmp_path / "dry" / "allocation.json").read_text())
+    assert plan["planned_macs"] / plan["base_macs"] == pytest.approx(0.4, rel=0.05)
+    assert "features.0" in r.stdout and not (tmp_path / "dry" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--target-macs", "0.001"], "cannot be met"),
+    (["--target-macs", "0.5", "--selector", "nosuch"], "unknown selector"),
+    (["--target-macs", "0.5", "--target-params", "0.5"], "exactly one"),
+])
+def test_prune_bad_input(tiny_checkpoint, tmp_path, args, pattern):
+    r = cli("prune", "--checkpoint", tiny_checkpoint, *args, *FAST, "--out", tmp_path / "bad")
+    assert r.returncode == 2 and pattern in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_resume_with_other_config_refused_and_nothing_lost(pruned_run, tiny_checkpoint):
+    out, _ = pruned_run
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    r = cli("prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.3", *FAST, "--out", out, "--resume")
+    assert r.returncode == 2 and "different configuration" in r.stderr, r.stderr
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_finetune_teacher_mismatch(pruned_run, tmp_path):
+    from evoprune.models import create_model
+    from evoprune.models.checkpoint import save_checkpoint
+
+    out, _ = pruned_run
+    other = tmp_path / "other.pt"
+    save_checkpoint(str(other), create_model("resnet20", num_classes=7), {"arch": "resnet20",
+                                                                          "model_kwargs": {"num_classes": 7}})
+    r = cli("finetune", "--checkpoint", out / "model.pt", "--teacher", other, "--data", "mini-cifar10",
+            "--epochs", "1", "--out", tmp_path / "ft")
+    assert r.returncode == 2 and "teacher" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_python_api_prunes_to_target():
+    import evoprune
+    from evoprune.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("vgg11", width=0.125)
+    small, report = evoprune.prune(net, "mini-cifar10", target_macs=0.5, strategy="l1", finetune_steps=1,
+                                   finetune_epochs=0, batch_size=32, bn_batches=1, eval_batches=1, calib_batches=1,
+                                   sensitivity_ratios=(0.75, 0.5, 0.25))
+    assert abs(report.final["macs_ratio"] / 0.5 - 1) <= 0.05
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
+    with pytest.raises(EvopruneError, match="unknown option"):
+        evoprune.prune(net, "mini-cifar10", nonsense=1)
+
+
+def _toy_sens():
+    # unit a: insensitive, unit b: sensitive
+    return Sensitivity(["a", "b"], [10, 10], [0.75, 0.5, 0.25], np.array([[0.9, 0.9, 0.88], [0.85, 0.6, 0.3]]), 0.9)
+
+
+def test_allocation_prunes_insensitive_units_harder_and_meets_target():
+    sens = _toy_sens()
+    cost = lambda r: 0.5 * r["a"] + 0.5 * r["b"]  # noqa: E731  (a linear toy cost model)
+    ratios = allocate(sens, cost, 0.6)
+    assert ratios["a"] < ratios["b"]
+    assert cost(ratios) == pytest.approx(0.6, abs=0.01)
+    with pytest.raises(EvopruneError, match="cannot be met"):
+        allocate(sens, cost, 0.1)
+    assert sens.order() == ["a", "b"]
+
+
+def test_ratios_for_drop_and_keep_count():
+    sens = _toy_sens()
+    r = ratios_for_drop(sens, 0.0)  # a loses nothing down to 0.5; b loses something at every ratio
+    assert r["a"] == pytest.approx(0.5) and r["b"] == pytest.approx(1.0)
+    r = ratios_for_drop(sens, 0.05)
+    assert r["b"] == pytest.approx(0.75)
+    r = ratios_for_drop(sens, 0.175)  # halfway between b's drops at 0.75 (0.05) and 0.5 (0.3): interpolated
+    assert r["b"] == pytest.approx(0.625)
+    assert keep_count(0.5, 10) == 5 and keep_count(0.01, 10, min_keep=2) == 2 and keep_count(0.5, 12, groups=4) == 8
