@@ -137,3 +137,20 @@ def test_torchrun_rank0_error_reaches_every_rank(tmp_path):
     # rank 0's one-line error, printed by both ranks: rank 1 got it from rank 0 instead of hanging or being killed
     assert (r.stdout + r.stderr).count("already exists; pass --resume") == 2
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_torchrun_finetune_with_kd(tmp_path, tiny_checkpoint):
+    """`evoprune finetune` (KD from a teacher) under torchrun: runs, rank 0 alone writes, the model reloads."""
+    import json
+
+    out = tmp_path / "ft"
+    r = torchrun(["finetune", "--checkpoint", str(tiny_checkpoint), "--teacher", str(tiny_checkpoint),
+                  "--data", "mini-cifar10", "--epochs", "1", "--batch-size", "64", "--device", "cpu",
+                  "--out", str(out)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["loss"] == "kd" and 0.0 <= summary["test_top1_after"] <= 1.0
+    assert len([l for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]) == 1  # one writer
+    from evoprune.models.checkpoint import load_model
+
+    load_model(str(out / "model.pt"))
