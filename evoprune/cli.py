@@ -61,6 +61,9 @@ def main(debug: bool, quiet: bool, as_json: bool) -> None:
     Names of models, operators, problems, strategies and evaluators also accept 'module:name' or 'file.py:name'.
     """
     Ctx.debug, Ctx.quiet, Ctx.json = debug, quiet, as_json
+    from evoprune.signals import install_cli_handler
+
+    install_cli_handler()
 
 
 for _mod, _attr in _COMMANDS:

@@ -41,6 +41,18 @@ def stop_on_signals() -> Iterator[None]:
             _state["stop"] = False
 
 
+def install_cli_handler() -> None:
+    """For the CLI: SIGTERM behaves like Ctrl-C (KeyboardInterrupt -> 'interrupted', exit 130) outside the
+    sections that stop at a safe point themselves, instead of killing the process mid-step."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handle)
+
+
 def graceful(fn: Callable) -> Callable:
     """Run ``fn`` inside :func:`stop_on_signals`; ``fn`` checks :func:`requested` at its safe points."""
 
