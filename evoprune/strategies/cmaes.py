@@ -228,23 +228,8 @@ def cmaes_one_plus_lambda(problem: Any, budget: int, seed: int, callback: Option
             return S.finish(name, problem, seed, evaluator, logbook, elapsed + clock(), p)
         gen += 1
 
-    while not done and evaluator.remaining > 0:
-        with S.numpy_global_rng(legacy), S.single_thread_blas():
-            pop = strategy.generate(ind_init)
-        G, F = _evaluate_individuals(pop, relax, evaluator, rng)
-        complete = len(F) == len(pop)
-        if complete:
-            for ind, f in zip(pop, F):
-                ind.fitness.values = tuple(f)
-            with S.single_thread_blas():
-                strategy.update(pop)
-        S.record(logbook, problem, gen, len(F), evaluator.used, F)
-        done = evaluator.remaining == 0 or not complete
-        if ckpt.due(gen) or done:
-            ckpt.save(_oneplus_snapshot(gen, strategy, evaluator, logbook, rng, legacy, elapsed + clock(), done))
-        if S.call_back(callback, gen, G, F):
-            break
-        gen += 1
+    _generations(strategy, ind_init, relax, evaluator, rng, legacy, logbook, problem, ckpt, callback, gen, done,
+                 lambda g, d: _oneplus_snapshot(g, strategy, evaluator, logbook, rng, legacy, elapsed + clock(), d))
     return S.finish(name, problem, seed, evaluator, logbook, elapsed + clock(), p)
 
 
@@ -323,23 +308,8 @@ def mo_cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] 
             return S.finish(name, problem, seed, evaluator, logbook, elapsed + clock(), p)
         gen += 1
 
-    while not done and evaluator.remaining > 0:
-        with S.numpy_global_rng(legacy), S.single_thread_blas():
-            pop = strategy.generate(ind_init)
-        G, F = _evaluate_individuals(pop, relax, evaluator, rng)
-        complete = len(F) == len(pop)
-        if complete:
-            for ind, f in zip(pop, F):
-                ind.fitness.values = tuple(f)
-            with S.single_thread_blas():
-                strategy.update(pop)
-        S.record(logbook, problem, gen, len(F), evaluator.used, F)
-        done = evaluator.remaining == 0 or not complete
-        if ckpt.due(gen) or done:
-            ckpt.save(_mo_snapshot(gen, strategy, evaluator, logbook, rng, legacy, elapsed + clock(), done))
-        if S.call_back(callback, gen, G, F):
-            break
-        gen += 1
+    _generations(strategy, ind_init, relax, evaluator, rng, legacy, logbook, problem, ckpt, callback, gen, done,
+                 lambda g, d: _mo_snapshot(g, strategy, evaluator, logbook, rng, legacy, elapsed + clock(), d))
     return S.finish(name, problem, seed, evaluator, logbook, elapsed + clock(), p)
 
 
@@ -371,3 +341,26 @@ for _fn, _defaults, _obj, _cfg in ((cmaes, CMAES_DEFAULTS, "single", _cmaes_conf
     _fn.objectives = _obj  # type: ignore[attr-defined]
     _fn.param_names = tuple(_defaults) + tuple(S.COMMON_PARAMS)  # type: ignore[attr-defined]
     _fn.validate = _validator(_cfg)  # type: ignore[attr-defined]
+
+
+def _generations(strategy: Any, ind_init: Any, relax: Any, evaluator: Any, rng: Any, legacy: Any, logbook: Any,
+                 problem: Any, ckpt: Any, callback: Any, gen: int, done: bool,
+                 snapshot: Callable[[int, bool], Any]) -> None:
+    """The generate -> evaluate -> update loop shared by the (1+lambda) and multi-objective CMA-ES runs."""
+    while not done and evaluator.remaining > 0:
+        with S.numpy_global_rng(legacy), S.single_thread_blas():
+            pop = strategy.generate(ind_init)
+        G, F = _evaluate_individuals(pop, relax, evaluator, rng)
+        complete = len(F) == len(pop)
+        if complete:
+            for ind, f in zip(pop, F):
+                ind.fitness.values = tuple(f)
+            with S.single_thread_blas():
+                strategy.update(pop)
+        S.record(logbook, problem, gen, len(F), evaluator.used, F)
+        done = evaluator.remaining == 0 or not complete
+        if ckpt.due(gen) or done:
+            ckpt.save(snapshot(gen, done))
+        if S.call_back(callback, gen, G, F):
+            break
+        gen += 1
