@@ -8,7 +8,7 @@ from .device import resolve_device, seed_everything
 from .io import environment_info, prepare_run_dir, write_json
 
 
-def run_demo(out: str = "runs/demo", overwrite: bool = False, epochs: int = 10, target_macs: float = 0.33,
+def run_demo(out: str = "runs/demo", overwrite: bool = False, epochs: int = 30, target_macs: float = 0.33,
              seed: int = 0, device: str = "auto", progress: bool = True, log: Callable[[str], None] = print) -> Dict:
     from .models import count_params
     from .models.checkpoint import save_checkpoint

@@ -12,8 +12,8 @@ def demo_prune(s, run: Path, target_macs: float, seed: int, base_top1: float, pr
     from .io import prepare_run_dir
     from .plot import plot_points
 
-    common = dict(target_macs=target_macs, seed=seed, batch_size=64, pop_size=24, generations=20,
-                  finetune_steps=10, finetune_epochs=2, finetune_lr=0.01, bn_batches=2, eval_batches=2,
+    common = dict(target_macs=target_macs, seed=seed, batch_size=64, pop_size=30, generations=30,
+                  finetune_steps=20, finetune_epochs=3, finetune_lr=0.01, bn_batches=2, eval_batches=2,
                   calib_batches=2, stage2_top_k=2, stage2_every=10, finalists=3,
                   sensitivity_ratios=(0.8, 0.6, 0.4, 0.2))
     rows, points = [], {"unpruned": [(1.0, base_top1)]}

@@ -11,7 +11,7 @@ from evoprune.commands.common import Ctx, echo, emit_json, handle_errors
 @click.command()
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path())
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-@click.option("--epochs", default=10, show_default=True, type=int, help="Baseline training epochs.")
+@click.option("--epochs", default=30, show_default=True, type=int, help="Baseline training epochs.")
 @click.option("--target-macs", default=0.33, show_default=True, type=float, help="Fraction of MACs to keep.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
