@@ -360,3 +360,23 @@ def test_prune_kill_right_after_sensitivity_json_resumes(prune_runs, runner, tmp
     runner.run(args + ["--out", run, "--resume"])
     assert (run / "sensitivity.csv").read_bytes() == (ref / "sensitivity.csv").read_bytes()
     assert (run / "sensitivity.png").exists() and (run / "sensitivity.svg").exists()
+
+
+NSGA2_ARGS = ["search", "--problem", "biobjective-subset", "--param", "n=60", "--strategy", "nsga2", "--pop-size",
+              "20", "--budget", "30000", "--seed", "1", "--checkpoint-every", "5", "--device", "cpu"]
+
+
+def test_nsga2_sigterm_stops_gracefully_and_resumes(runner, tmp_path):
+    """SIGTERM inside NSGA-II (the shared checkpointer of the non-GA strategies): checkpoint, exit 130, and
+    --resume ends exactly where an uninterrupted run ends."""
+    ref = tmp_path / "ref"
+    ref_proc = runner.start(NSGA2_ARGS + ["--out", ref])
+    run = tmp_path / "run"
+    rc = runner.kill_when(NSGA2_ARGS + ["--out", run], lambda: (run / "strategy_state.json").exists(), delay=0.2,
+                          sig=signal.SIGTERM)
+    assert rc == 130, rc
+    assert not (run / "result.json").exists()
+    runner.run(NSGA2_ARGS + ["--out", run, "--resume"])
+    runner.finish(ref_proc)
+    assert _strip_times(_json(run / "result.json")) == _strip_times(_json(ref / "result.json"))
+    assert (run / "evaluations.csv").read_bytes() == (ref / "evaluations.csv").read_bytes()

@@ -234,15 +234,27 @@ class Checkpointer:
         return state
 
     def due(self, gen: int) -> bool:
+        """Save this generation? Also after SIGINT/SIGTERM (see :mod:`evoprune.signals`); without a checkpoint
+        path such a signal stops the run here."""
+        from evoprune import signals
+
+        if signals.requested():
+            if self.path is None:
+                raise KeyboardInterrupt
+            return True
         return self.path is not None and gen % self.every == 0
 
     def save(self, state: Dict[str, Any]) -> None:
+        from evoprune import signals
+
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         state = dict(state)
         state["signature"] = self.signature
         save_state(self.path, state)
+        if signals.requested() and not state.get("done"):  # the state is on disk: --resume continues it
+            raise KeyboardInterrupt
 
 
 def common_state(gen: int, evaluator: BudgetedEvaluator, logbook: tools.Logbook, rng: np.random.Generator,

@@ -31,6 +31,7 @@ from deap import cma
 from evoprune.errors import EvopruneError
 from evoprune.problems.base import wrap
 from evoprune.registry import STRATEGIES
+from evoprune.signals import graceful
 from evoprune.strategies import _support as S
 from evoprune.strategies.base import BudgetedEvaluator, Result, seeded_rngs, timer
 
@@ -116,6 +117,7 @@ def _cmaes_config(problem: Any, budget: int, params: Dict[str, Any]) -> tuple:
 
 
 @STRATEGIES.register("cmaes")
+@graceful
 def cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
     """CMA-ES (deap.cma.Strategy) on a continuous relaxation; binary masks by top-k or threshold 0.5 + repair."""
     name = "cmaes"
@@ -189,6 +191,7 @@ def _oneplus_config(problem: Any, budget: int, params: Dict[str, Any]) -> tuple:
 
 
 @STRATEGIES.register("cmaes-1+l")
+@graceful
 def cmaes_one_plus_lambda(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None,
                           **params: Any) -> Result:
     """(1+lambda)-CMA-ES (deap.cma.StrategyOnePlusLambda), elitist, started from a problem.sample genome."""
@@ -266,6 +269,7 @@ def _mo_config(problem: Any, budget: int, params: Dict[str, Any]) -> tuple:
 
 
 @STRATEGIES.register("mo-cmaes")
+@graceful
 def mo_cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
     """MO-CMA-ES (deap.cma.StrategyMultiObjective): mu (1+1)-CMA-ES with hypervolume-based survival."""
     name = "mo-cmaes"

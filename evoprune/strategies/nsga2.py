@@ -24,6 +24,7 @@ from deap import tools
 from evoprune.errors import EvopruneError
 from evoprune.problems.base import FitnessND
 from evoprune.registry import STRATEGIES
+from evoprune.signals import graceful
 from evoprune.strategies import _support as S
 from evoprune.strategies.base import BudgetedEvaluator, Result, seeded_rngs, timer
 
@@ -174,6 +175,7 @@ def _validate(problem: Any, budget: int, **params: Any) -> None:
 
 
 @STRATEGIES.register(NAME)
+@graceful
 def nsga2(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
     """NSGA-II (tools.selNSGA2 + selTournamentDCD) for problems with 2+ objectives (e.g. error vs MACs)."""
     p, mu, variation = _config(problem, budget, params)

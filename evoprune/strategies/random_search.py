@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 from evoprune.registry import STRATEGIES
+from evoprune.signals import graceful
 from evoprune.strategies import _support as S
 from evoprune.strategies.base import BudgetedEvaluator, Result, seeded_rngs, timer
 
@@ -32,6 +33,7 @@ def _validate(problem: Any, budget: int, **params: Any) -> None:
 
 
 @STRATEGIES.register(NAME)
+@graceful
 def random_search(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
     """Random search: sample the problem uniformly (problem.sample) until the budget is spent."""
     p, pop_size = _config(problem, budget, params)
