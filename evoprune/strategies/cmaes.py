@@ -116,21 +116,27 @@ def _cmaes_config(problem: Any, budget: int, params: Dict[str, Any]) -> tuple:
     return p, relax, n, lam, mu, sigma, centroid
 
 
+def _start(name: str, problem: Any, budget: int, seed: int, p: Dict[str, Any]) -> tuple:
+    """What every CMA-ES run sets up first: seeded RNGs (ours and the numpy state DEAP's CMA draws from), the
+    budgeted evaluator, a logbook, the checkpointer and any saved state to resume from."""
+    rng = seeded_rngs(seed)
+    legacy = np.random.RandomState(seed)
+    evaluator = BudgetedEvaluator(problem, budget, map_fn=p["map_fn"])
+    logbook = S.new_logbook(problem)
+    ckpt = S.Checkpointer(p["checkpoint"], p["checkpoint_every"], S.signature(name, problem, seed, budget, p))
+    return rng, legacy, evaluator, logbook, ckpt, ckpt.load()
+
+
 @STRATEGIES.register("cmaes")
 @graceful
 def cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
     """CMA-ES (deap.cma.Strategy) on a continuous relaxation; binary masks by top-k or threshold 0.5 + repair."""
     name = "cmaes"
     p, relax, n, lam, mu, sigma, centroid = _cmaes_config(problem, budget, params)
-    rng = seeded_rngs(seed)
-    legacy = np.random.RandomState(seed)
+    rng, legacy, evaluator, logbook, ckpt, state = _start(name, problem, budget, seed, p)
     weights = tuple(problem.weights)
-    evaluator = BudgetedEvaluator(problem, budget, map_fn=p["map_fn"])
-    logbook = S.new_logbook(problem)
     strategy = cma.Strategy(centroid=[centroid] * n, sigma=sigma, lambda_=lam, mu=mu, weights=p["recombination"])
-    ckpt = S.Checkpointer(p["checkpoint"], p["checkpoint_every"], S.signature(name, problem, seed, budget, p))
     gen, elapsed, done = 0, 0.0, False
-    state = ckpt.load()
     if state is not None:
         gen, logbook, elapsed, done = S.restore_common(state, problem, evaluator, rng)
         S.set_legacy_state(legacy, state)
@@ -197,14 +203,9 @@ def cmaes_one_plus_lambda(problem: Any, budget: int, seed: int, callback: Option
     """(1+lambda)-CMA-ES (deap.cma.StrategyOnePlusLambda), elitist, started from a problem.sample genome."""
     name = "cmaes-1+l"
     p, relax, n, lam, sigma = _oneplus_config(problem, budget, params)
-    rng = seeded_rngs(seed)
-    legacy = np.random.RandomState(seed)
+    rng, legacy, evaluator, logbook, ckpt, state = _start(name, problem, budget, seed, p)
     weights = tuple(problem.weights)
     ind_init = _ind_init(weights)
-    evaluator = BudgetedEvaluator(problem, budget, map_fn=p["map_fn"])
-    logbook = S.new_logbook(problem)
-    ckpt = S.Checkpointer(p["checkpoint"], p["checkpoint_every"], S.signature(name, problem, seed, budget, p))
-    state = ckpt.load()
     clock = timer()
     if state is not None:
         gen, logbook, elapsed, done = S.restore_common(state, problem, evaluator, rng)
@@ -274,14 +275,9 @@ def mo_cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] 
     """MO-CMA-ES (deap.cma.StrategyMultiObjective): mu (1+1)-CMA-ES with hypervolume-based survival."""
     name = "mo-cmaes"
     p, relax, mu, lam, sigma = _mo_config(problem, budget, params)
-    rng = seeded_rngs(seed)
-    legacy = np.random.RandomState(seed)
+    rng, legacy, evaluator, logbook, ckpt, state = _start(name, problem, budget, seed, p)
     weights = tuple(problem.weights)
     ind_init = _ind_init(weights)
-    evaluator = BudgetedEvaluator(problem, budget, map_fn=p["map_fn"])
-    logbook = S.new_logbook(problem)
-    ckpt = S.Checkpointer(p["checkpoint"], p["checkpoint_every"], S.signature(name, problem, seed, budget, p))
-    state = ckpt.load()
     clock = timer()
     if state is not None:
         gen, logbook, elapsed, done = S.restore_common(state, problem, evaluator, rng)
