@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--out", default="runs/reproduce")
+    ap.add_argument("--tag", default="", help="suffix of the result files (e.g. resnet20), so runs do not clobber")
     a = ap.parse_args()
     a.data = a.data or f"imagefolder:{shared_cifar10()}"
     out = Path(a.out)
@@ -106,7 +107,8 @@ def main() -> None:
                                 "params_reduction": v["final"]["params_reduction"]} for k, v in ablations.items()},
               "paper_method": runs[("ga", "finetuned")][0]["final"] if ("ga", "finetuned") in runs else None,
               "wall_time_s": time.time() - t0, "machine": machine()}
-    save("reproduce_cifar10.json", result)
+    stem = "reproduce_cifar10" + (f"_{a.tag}" if a.tag else "")
+    save(f"{stem}.json", result)
     md = ["| selector | seeds | test acc. right after pruning (adaptive BN) | test acc. after fine-tune | mean stage-1 error "
           "| MACs reduction | params reduction |", "|---|---|---|---|---|---|---|"]
     for r in table:
@@ -116,11 +118,11 @@ def main() -> None:
         md.append(f"| ablation {k} | 1 | | {100 * v['test_top1']:.2f} % | | {v['macs_reduction']:.2f}x | "
                   f"{v['params_reduction']:.2f}x |")
     md.append(f"\nBaseline: test {100 * base['test_top1']:.2f} %, {base['macs']:,} MACs, {base['params']:,} params.")
-    (RESULTS / "reproduce_cifar10.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     ga0 = out / "ga-seed0-finetuned" / "model.pt"
     if ga0.exists() and ga0.stat().st_size <= 20 * 2**20:
-        shutil.copyfile(ga0, RESULTS / "vgg16_pruned_ga_cifar10.pt")
+        shutil.copyfile(ga0, RESULTS / f"{Path(a.checkpoint).stem}_pruned_ga.pt")
 
 
 if __name__ == "__main__":

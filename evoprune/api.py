@@ -10,12 +10,14 @@ from .data import ImageData, Loaders, load_dataset, make_loaders
 from .errors import EvopruneError
 
 
-def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10", *, target_macs: Optional[float] = 0.33,
+def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10", *, target_macs: Optional[float] = None,
           target_params: Optional[float] = None, strategy: str = "ga", out: Optional[Union[str, Path]] = None,
           batch_size: int = 128, seed: int = 0, log: Optional[Callable[[str], None]] = None,
           **options: Any) -> Tuple[nn.Module, Any]:
     """Prune ``model`` with the paper's pipeline and return ``(pruned_model, report)``.
 
+    ``target_macs`` / ``target_params``: fractions of the MACs / parameters to keep; give one or both (both: the
+    binding one decides); neither (and no ``max_drop``/``ratios``): keep 0.33 of the MACs.
     ``data``: a dataset name (``"cifar10"`` needs ``data_dir=``), an :class:`ImageData` or ready :class:`Loaders`.
     ``strategy``: the channel selector: ``"ga"`` (the paper's GA on the two-step fitness), ``"l1"``, ``"bn"``,
     ``"taylor"``, ``"random"`` or ``"module:function"``. Other keyword options are fields of
@@ -33,8 +35,9 @@ def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10
     from . import pipeline
 
     data_dir = options.pop("data_dir", None)
-    if target_params is not None and "target_macs" not in options:
-        target_macs = None
+    if target_macs is None and target_params is None and options.get("max_drop") is None \
+            and options.get("ratios") is None:
+        target_macs = 0.33  # the default target: keep a third of the MACs
     if isinstance(data, Loaders):
         loaders = data
     else:

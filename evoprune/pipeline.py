@@ -67,9 +67,11 @@ class PruneConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        given = [x is not None for x in (self.target_macs, self.target_params, self.max_drop, self.ratios)]
+        given = [self.target_macs is not None or self.target_params is not None, self.max_drop is not None,
+                 self.ratios is not None]
         if sum(given) != 1:
-            raise EvopruneError("give exactly one of --target-macs, --target-params, --max-drop or --ratios")
+            raise EvopruneError("give one kind of target: --target-macs and/or --target-params, or --max-drop, or "
+                                "--ratios")
         for name in ("target_macs", "target_params"):
             v = getattr(self, name)
             if v is not None and not (0.0 < v <= 1.0 and np.isfinite(v)):
@@ -350,14 +352,22 @@ def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:
         if unknown:
             space.unit(unknown[0])  # raises a one-line error naming valid units
         ratios = {u: float(cfg.ratios.get(u, 1.0)) for u in space.names}
+    elif cfg.max_drop is not None:
+        ratios = ratios_for_drop(sens, cfg.max_drop)
     else:
-        what = "MACs" if cfg.target_params is None else "params"
-        frac = _cost_fraction_fn(space, cost, what, cfg.min_keep)
-        target = cfg.target_macs if what == "MACs" else cfg.target_params
+        targets = [(w, t) for w, t in (("MACs", cfg.target_macs), ("params", cfg.target_params)) if t is not None]
+        fns = {w: _cost_fraction_fn(space, cost, w, cfg.min_keep) for w, _ in targets}
+        if len(targets) == 1:
+            (what, target), frac = targets[0], fns[targets[0][0]]
+        else:
+            # both budgets: the binding one decides; cost as a fraction of each target, met when <= 1
+            for w, t in targets:  # each one alone must be reachable (its own one-line error otherwise)
+                if not cfg.uniform:
+                    allocate(sens, fns[w], t, cfg.min_keep, w)
+            what, target = "cost", 1.0
+            frac = lambda r: max(fns[w](r) / t for w, t in targets)  # noqa: E731
         if cfg.uniform:
             ratios = uniform_ratio(frac, space.names, target)
-        elif cfg.max_drop is not None:
-            ratios = ratios_for_drop(sens, cfg.max_drop)
         else:
             ratios = allocate(sens, frac, target, cfg.min_keep, what)
     counts = {u.name: keep_count(ratios[u.name], u.channels, cfg.min_keep, u.channel_groups) for u in space.units}

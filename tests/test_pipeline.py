@@ -141,3 +141,43 @@ def test_ratios_for_drop_and_keep_count():
     r = ratios_for_drop(sens, 0.175)  # halfway between b's drops at 0.75 (0.05) and 0.5 (0.3): interpolated
     assert r["b"] == pytest.approx(0.625)
     assert keep_count(0.5, 10) == 5 and keep_count(0.01, 10, min_keep=2) == 2 and keep_count(0.5, 12, groups=4) == 8
+
+
+def _space_and_sens(seed=0):
+    from evoprune.models import create_model
+    from evoprune.pruning.cost import CostModel
+    from evoprune.pruning.space import PruningSpace
+
+    space = PruningSpace(create_model("vgg11", width=0.25), torch.zeros(1, 3, 32, 32))
+    rng = np.random.default_rng(seed)
+    ratios = [0.9, 0.7, 0.5, 0.3, 0.1]
+    drops = np.sort(rng.uniform(0, 0.5, size=(len(space), len(ratios))), axis=1)  # more pruning, more drop
+    sens = Sensitivity(space.names, space.sizes, ratios, 0.9 - drops, 0.9)
+    return space, CostModel(space), sens
+
+
+@pytest.mark.parametrize("tm,tp", [(0.5, 0.125), (0.33, 0.5), (0.4, 0.4)])
+def test_joint_macs_and_params_targets_are_both_met(tm, tp):
+    from evoprune.pipeline import PruneConfig, plan_allocation
+
+    space, cost, sens = _space_and_sens()
+    plan = plan_allocation(space, cost, PruneConfig(target_macs=tm, target_params=tp), sens)
+    fm, fp = plan["planned_macs"] / plan["base_macs"], plan["planned_params"] / plan["base_params"]
+    assert fm <= tm * 1.03 and fp <= tp * 1.03, (fm, fp)
+    # the binding budget is met closely, not overshot by far (the other one is what it is)
+    assert max(fm / tm, fp / tp) == pytest.approx(1.0, abs=0.05)
+    alone = {"macs": plan_allocation(space, cost, PruneConfig(target_macs=tm), sens),
+             "params": plan_allocation(space, cost, PruneConfig(target_macs=None, target_params=tp), sens)}
+    # the joint plan is at least as small as each single-target plan in that target's own measure
+    assert plan["planned_macs"] <= alone["macs"]["planned_macs"] * 1.03
+    assert plan["planned_params"] <= alone["params"]["planned_params"] * 1.03
+
+
+def test_joint_target_that_cannot_be_met_names_the_budget():
+    from evoprune.pipeline import PruneConfig, plan_allocation
+
+    space, cost, sens = _space_and_sens()
+    with pytest.raises(EvopruneError, match="target params 0.001 cannot be met"):
+        plan_allocation(space, cost, PruneConfig(target_macs=0.5, target_params=0.001), sens)
+    with pytest.raises(EvopruneError, match="one kind of target"):
+        PruneConfig(target_macs=0.5, max_drop=0.1).validate()

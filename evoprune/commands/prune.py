@@ -79,8 +79,9 @@ def _config_from(p):
 @_common_model_options
 @data_options
 @click.option("--target-macs", default=None, type=float, callback=_fraction,
-              help="Keep this fraction of the MACs (default 0.33 when no other target is given).")
-@click.option("--target-params", default=None, type=float, callback=_fraction, help="Keep this fraction of the parameters.")
+              help="Keep this fraction of the MACs (default 0.33 when no other target is given); with "
+                   "--target-params both budgets are met.")
+@click.option("--target-params", default=None, type=float, callback=_fraction, help="Keep this fraction of the parameters (alone, or with --target-macs).")
 @click.option("--max-drop", default=None, type=float, callback=non_negative,
               help="Per-unit tolerated calibration-accuracy drop (fraction) instead of a global target.")
 @click.option("--ratios", default=None, type=click.Path(dir_okay=False), help="JSON file: unit -> keep ratio.")
