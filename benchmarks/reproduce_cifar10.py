@@ -3,7 +3,7 @@
 From a baseline trained with `evoprune train` (benchmarks/train_baseline.py):
 
 1. `evoprune sensitivity` once; every run below reuses these curves (`--sensitivity`), so all selectors get the
-   same per-unit keep ratios (allocated for `--target-macs`) and the same pruning order;
+   same per-unit keep ratios (allocated for `--target-macs` and `--target-params`) and the same pruning order;
 2. the paper's method: `evoprune prune --selector ga` (two-step fitness, KD fine-tune);
 3. selectors at identical ratios and identical fine-tune budget: ga vs l1 vs random, `--seeds` seeds each,
    accuracy (a) right after pruning with adaptive BN (no fine-tuning at all) and (b) after the fine-tune;
@@ -30,8 +30,9 @@ def prune_run(out: Path, a, extra: list, log: Path) -> dict:
     """One `evoprune prune` run (resumed if its directory exists); returns results.json."""
     if (out / "results.json").exists():
         return json.loads((out / "results.json").read_text())
-    cmd = evoprune_cmd("--quiet", "prune", "--checkpoint", a.checkpoint, "--data", a.data, "--target-macs",
-                       str(a.target_macs), "--sensitivity", str(a.sens_file), "--batch-size", str(a.batch_size),
+    budget = ["--target-macs", str(a.target_macs), *(["--target-params", str(a.target_params)] if a.target_params else [])]
+    cmd = evoprune_cmd("--quiet", "prune", "--checkpoint", a.checkpoint, "--data", a.data, *budget,
+                       "--sensitivity", str(a.sens_file), "--batch-size", str(a.batch_size),
                        "--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(a.finetune_epochs),
                        "--pop-size", str(a.pop_size), "--generations", str(a.generations), "--out", str(out),
                        *(["--resume"] if out.exists() else []), *extra)
@@ -51,6 +52,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=str(RESULTS / "vgg16_w0.25_cifar10.pt"))
     ap.add_argument("--data", default=None, help="default: imagefolder:<shared cifar10-jpeg.tar.gz>")
     ap.add_argument("--target-macs", type=float, default=0.33)
+    ap.add_argument("--target-params", type=float, default=0.125,
+                    help="also keep at most this fraction of the parameters (the paper: 8x fewer); 0 = no budget")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--selectors", default="ga,l1,random")
     ap.add_argument("--finetune-steps", type=int, default=30)
@@ -101,6 +104,7 @@ def main() -> None:
                       "params_reduction": ft[0]["final"]["params_reduction"],
                       "wall_time_s": statistics.mean(r["wall_time_s"] for r in ft)})
     result = {"checkpoint": a.checkpoint, "dataset": "CIFAR-10 (JPEG)", "base": base, "target_macs": a.target_macs,
+              "target_params": a.target_params,
               "settings": {k: v for k, v in vars(a).items() if k not in ("sens_file",)},
               "selectors": table,
               "ablations": {k: {"test_top1": v["final"]["test_top1"], "macs_reduction": v["final"]["macs_reduction"],
