@@ -182,13 +182,13 @@ def _cost_fraction_fn(space, cost, what: str, min_keep: int) -> Callable[[Dict[s
 
 # --------------------------------------------------------------------------------------------------- selection
 def select_channels(model: nn.Module, space, unit: str, k: int, loaders: Loaders, cfg: PruneConfig,
-                    seed: int, log: Log) -> Tuple[np.ndarray, Dict[str, Any]]:
+                    seed: int, log: Log, backend: Any = None) -> Tuple[np.ndarray, Dict[str, Any]]:
     """Choose ``k`` channels of ``unit``: the GA on the two-step fitness, or an importance selector."""
     rng = np.random.default_rng(seed)
     if cfg.selector == "ga":
         from .selection import ga_select
 
-        return ga_select(model, space, unit, k, loaders, cfg, seed, log)
+        return ga_select(model, space, unit, k, loaders, cfg, seed, log, backend=backend)
     from .registry import SELECTORS
 
     from .selection import calibration, stage1_error
@@ -209,20 +209,24 @@ def select_channels(model: nn.Module, space, unit: str, k: int, loaders: Loaders
 # --------------------------------------------------------------------------------------------------- the run
 def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path] = None, resume: bool = False,
         meta: Optional[Dict[str, Any]] = None, log: Log = print, progress: bool = False,
-        sensitivity: Optional[Any] = None) -> Tuple[nn.Module, PruneReport]:
+        sensitivity: Optional[Any] = None, backend: Any = None) -> Tuple[nn.Module, PruneReport]:
     """Prune ``model`` (not modified) with the paper's pipeline; return the pruned model and a report.
 
     ``out``: run directory (created by the caller) for checkpoints, logs and plots; ``None`` keeps everything in
     memory (no resume). ``meta``: checkpoint metadata of ``model`` (architecture, dataset) for the saved files.
+    ``backend``: an :mod:`evoprune.parallel` backend for the network-level evaluations (sensitivity curves and
+    the GA's stage-2 checks); results are identical to ``None`` (in-process).
     """
     from .distill import ce_loss, kd_loss
     from .models.checkpoint import save_checkpoint
     from .pruning.apply import apply
     from .pruning.cost import CostModel
     from .pruning.space import PruningSpace
-    from .train import TrainConfig, evaluate, fit
+    from .train import TrainConfig, evaluate, fit, is_main_process, on_rank0
 
     cfg.validate()
+    # under torchrun every rank runs this function: rank 0 chooses channels and writes, all ranks fine-tune (DDP)
+    wout = out if is_main_process() else None
     t_start = time.perf_counter()
     device = _device_of(model)
     meta = dict(meta or {})
@@ -236,8 +240,8 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
     base = {"calib_top1": base_calib["top1"], "test_top1": base_test["top1"], "macs": int(cost0.base_macs),
             "params": int(cost0.base_params)}
     state_dir = out / "state" if out is not None else None
-    if out is not None:
-        write_json(out / "prune_config.json", {"config": asdict(cfg), "fingerprint": cfg.fingerprint()})
+    if wout is not None:
+        write_json(wout / "prune_config.json", {"config": asdict(cfg), "fingerprint": cfg.fingerprint()})
 
     # 1. sensitivity (needed for the order and for target/threshold allocation)
     need_sens = cfg.order == "sensitivity" or cfg.ratios is None and not cfg.uniform
@@ -247,26 +251,27 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
         if missing:
             raise EvopruneError(f"the sensitivity curves do not cover unit '{missing[0]}' of this model; they were "
                                 "measured on another network: rerun 'evoprune sensitivity' on this checkpoint")
-        if out is not None:
-            save_sensitivity(sens, out)
+        if wout is not None:
+            save_sensitivity(sens, wout)
     if need_sens and sens is None:
         sens_path = out / "sensitivity.json" if out is not None else None
         if sens_path is not None and sens_path.exists():
             from .sensitivity import Sensitivity
 
             sens = Sensitivity.from_json(read_json(sens_path, "sensitivity file"))
-            save_sensitivity(sens, out)  # a kill may have come between the JSON and its CSV/plots
+            if wout is not None:
+                save_sensitivity(sens, wout)  # a kill may have come between the JSON and its CSV/plots
         else:
             log(f"sensitivity of {len(space0)} units at keep ratios {list(cfg.sensitivity_ratios)} ...")
-            sens = compute_sensitivity(model, space0, loaders, cfg, log=log)
-            if out is not None:
-                save_sensitivity(sens, out)
+            sens = on_rank0(lambda: compute_sensitivity(model, space0, loaders, cfg, log=log, backend=backend))
+            if wout is not None:
+                save_sensitivity(sens, wout)
 
     # 2. per-unit keep ratios and order
     plan = plan_allocation(space0, cost0, cfg, sens)
     ratios, counts, order = plan["ratios"], plan["counts"], plan["order"]
-    if out is not None:
-        write_json(out / "allocation.json", plan)
+    if wout is not None:
+        write_json(wout / "allocation.json", plan)
     log(f"plan: {len(order)} units to prune, MACs {plan['base_macs']:,} -> {plan['planned_macs']:,} "
         f"({plan['planned_macs'] / plan['base_macs']:.3f}), params {plan['base_params']:,} -> "
         f"{plan['planned_params']:,} ({plan['planned_params'] / plan['base_params']:.3f})")
@@ -289,7 +294,10 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
         torch.manual_seed(useed)
         space = PruningSpace(current, x0, exclude=cfg.exclude, min_keep=cfg.min_keep, warn=False)
         n, k = space.unit(unit).channels, counts[unit]
-        mask, info = select_channels(current, space, unit, k, loaders, cfg, useed, log)
+        mask, info = on_rank0(lambda: select_channels(current, space, unit, k, loaders, cfg, useed, log,
+                                                      backend=backend))
+        if backend is not None:
+            backend.clear_shared()  # the workers' copy of this unit's evaluator is stale after pruning
         current = apply(current, {unit: mask}, space)
         pruned[unit] = np.flatnonzero(mask).tolist()
         adaptive_bn(current, loaders.train_batches(cfg.bn_batches, seed=useed))
@@ -307,7 +315,7 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
         records.append(rec)
         log(f"[{i + 1}/{len(order)}] {unit}: {n} -> {k}  acc after prune {after_prune['top1']:.4f}, after "
             f"fine-tune {after_ft['top1']:.4f}  MACs {macs / base['macs']:.3f}  ({rec['time_s']:.1f}s)")
-        if state_dir is not None:
+        if state_dir is not None and wout is not None:
             _save_progress(state_dir, cfg, current, pruned, records, i + 1, meta)
 
     # 4. final fine-tune
@@ -326,7 +334,7 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
              "macs_reduction": base["macs"] / macs, "params_reduction": base["params"] / params}
     report = PruneReport(base, final, records, ratios, order, asdict(cfg), pruned, time.perf_counter() - t_start,
                          {"plan": plan, "sensitivity": None if sens is None else sens.to_json()})
-    if out is not None:
+    if wout is not None:
         fmeta = dict(meta, pruned=pruned, accuracy=final_test["top1"], pruned_from=meta.get("source"))
         save_checkpoint(str(out / "model.pt"), current.to("cpu"), fmeta)
         current.to(device)
@@ -387,12 +395,15 @@ def _macs_params(cost, space, pruned: Dict[str, List[int]]) -> Tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------------- sensitivity
-def compute_sensitivity(model: nn.Module, space, loaders: Loaders, cfg: PruneConfig, log: Log = print):
+def compute_sensitivity(model: nn.Module, space, loaders: Loaders, cfg: PruneConfig, log: Log = print,
+                        backend: Any = None):
     """Adaptive-BN calibration accuracy with each unit pruned alone at each ratio (channels by ``cfg.sensitivity_method``).
 
     Uses stage 2 of the two-step fitness (:class:`NetworkFitness`), one evaluator per unit scoring all ratios in
-    one call, so the network before the unit runs once per unit.
+    one call, so the network before the unit runs once per unit (once per worker with a ``backend``).
     """
+    from .parallel import chunked_evaluate
+
     from .fitness import NetworkFitness
     from .registry import SELECTORS
     from .selection import calibration
@@ -415,7 +426,9 @@ def compute_sensitivity(model: nn.Module, space, loaders: Loaders, cfg: PruneCon
                                                                              u.channel_groups),
                                             batches=calib.train, rng=rng), dtype=bool) for r in ratios])
         ev = NetworkFitness.from_space(space, u, calib, model=model, bn_batches=cfg.bn_batches)
-        res = ev.evaluate(masks).numpy()
+        res = ev.evaluate(masks).numpy() if backend is None else chunked_evaluate(backend, ev.evaluate, masks)
+        if backend is not None:
+            backend.clear_shared()  # one unit's evaluator at a time on the workers
         loss[i], acc[i] = res[:, 0], res[:, 1]
         log(f"  {u.name:<24} ({u.channels:>4} ch)  acc at {ratios[0]:.1f}..{ratios[-1]:.1f}: "
             + " ".join(f"{a:.3f}" for a in acc[i]))

@@ -30,8 +30,11 @@ def stage1_error(model: nn.Module, space, unit: str, masks: np.ndarray, calib) -
 
 
 def ga_select(model: nn.Module, space, unit: str, k: int, loaders, cfg, seed: int,
-              log: Callable[[str], None]) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """Run the paper's GA for one unit; return the chosen bool mask and what it cost."""
+              log: Callable[[str], None], backend: Any = None) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Run the paper's GA for one unit; return the chosen bool mask and what it cost.
+
+    ``backend`` (an :mod:`evoprune.parallel` backend): where the stage-2 checks run; the GA, stage 1 and every
+    RNG stay here, so the mask is the same on any backend."""
     import torch
 
     from evoprune.problems.channel_selection import ChannelSelectionProblem
@@ -52,7 +55,7 @@ def ga_select(model: nn.Module, space, unit: str, k: int, loaders, cfg, seed: in
     s1 = ReconstructionFitness.from_space(space, u, calib, model=model)
     if cfg.fitness == "twostage":
         s2 = build_evaluator("network", space, u, calib, model=model, bn_batches=cfg.bn_batches)
-        fitness = TwoStage(s1, s2, top_k=cfg.stage2_top_k, verify_every=cfg.stage2_every)
+        fitness = TwoStage(s1, s2, top_k=cfg.stage2_top_k, verify_every=cfg.stage2_every, backend=backend)
     elif cfg.fitness == "reconstruction":
         fitness = s1
     else:
@@ -69,7 +72,7 @@ def ga_select(model: nn.Module, space, unit: str, k: int, loaders, cfg, seed: in
         best = int(np.argmin(scores[:, 0]))
         mask = finalists[best]
         info.update({"stage2_loss": float(scores[best, 0]), "stage2_acc": float(scores[best, 1]),
-                     "stage2_evaluations": fitness.budget().get("stage2", {}).get("evaluations")})
+                     "stage2_evaluations": fitness.stage2_evaluations})
     else:
         mask = np.asarray(res.best_genome, dtype=bool)
     info["stage1_error"] = float(s1.error(mask[None])[0])

@@ -35,3 +35,16 @@ def tiny_checkpoint(tmp_path_factory):
                                   "--data", "mini-cifar10", "--out", str(out), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     return out / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def pruned_run(tiny_checkpoint, tmp_path_factory):
+    """One fast `evoprune prune --target-macs 0.5` run of the tiny checkpoint: (run dir, --json summary)."""
+    import json
+
+    from prune_helpers import FAST, cli
+
+    out = tmp_path_factory.mktemp("prune") / "run"
+    r = cli("--json", "prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", *FAST, "--out", out)
+    assert r.returncode == 0, r.stderr
+    return out, json.loads(r.stdout.strip().splitlines()[-1])

@@ -1,7 +1,5 @@
 """The paper's pipeline end to end on the bundled data with a tiny VGG, plus allocation and API checks."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,22 +8,7 @@ import torch
 from evoprune.errors import EvopruneError
 from evoprune.sensitivity import Sensitivity, allocate, keep_count, ratios_for_drop
 
-FAST = ["--data", "mini-cifar10", "--batch-size", "32", "--bn-batches", "1", "--eval-batches", "1",
-        "--calib-batches", "1", "--pop-size", "8", "--generations", "3", "--finalists", "2", "--stage2-top-k", "1",
-        "--stage2-every", "2", "--finetune-steps", "1", "--finetune-epochs", "1", "--device", "cpu"]
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "evoprune", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def pruned_run(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("prune") / "run"
-    r = cli("--json", "prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", *FAST, "--out", out)
-    assert r.returncode == 0, r.stderr
-    return out, json.loads(r.stdout.strip().splitlines()[-1])
+from prune_helpers import FAST, cli
 
 
 def test_prune_end_to_end_outputs_and_target(pruned_run):
@@ -72,7 +55,7 @@ def test_dry_run_shows_allocation(tiny_checkpoint, tmp_path):
 @pytest.mark.parametrize("args,pattern", [
     (["--target-macs", "0.001"], "cannot be met"),
     (["--target-macs", "0.5", "--selector", "nosuch"], "unknown selector"),
-    (["--target-macs", "0.5", "--target-params", "0.5"], "exactly one"),
+    (["--target-macs", "0.5", "--max-drop", "0.1"], "one kind of target"),
 ])
 def test_prune_bad_input(tiny_checkpoint, tmp_path, args, pattern):
     r = cli("prune", "--checkpoint", tiny_checkpoint, *args, *FAST, "--out", tmp_path / "bad")

@@ -135,6 +135,16 @@ def data_options(f: Callable) -> Callable:
     return f
 
 
+def worker_options(f: Callable) -> Callable:
+    """--workers/--scheduler: where network-level evaluations run (see :mod:`evoprune.parallel`)."""
+    f = click.option("--scheduler", default=None,
+                     help="Dask scheduler address tcp://host:port or scheduler .json file (with --workers dask).")(f)
+    f = click.option("--workers", default="serial", show_default=True,
+                     help="Where populations are evaluated: serial, processes:N, dask:N (local cluster) or dask "
+                          "(with --scheduler).")(f)
+    return f
+
+
 def run_options(f: Callable) -> Callable:
     """--out/--overwrite/--resume/--seed/--device/--config shared by commands that write a run directory."""
     f = click.option("--config", default=None, type=click.Path(dir_okay=False),

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from evoprune.commands.common import (Ctx, apply_config, data_options, default_out, echo, emit_json, handle_errors,
-                                      non_negative, positive, run_options)
+                                      non_negative, positive, run_options, worker_options)
 from evoprune.errors import EvopruneError
 
 
@@ -34,11 +34,11 @@ def _common_model_options(f):
     return f
 
 
-def _load(p):
+def _load(p, device=None):
     from evoprune.device import resolve_device, seed_everything
     from evoprune.session import build_setup
 
-    device = resolve_device(p["device"])
+    device = resolve_device(p["device"]) if device is None else device
     seed_everything(p["seed"])
     s = build_setup(p["data"], p["data_dir"], p["model_name"], 1.0, p["checkpoint"], device,
                     batch_size=p["batch_size"], seed=p["seed"], calib_size=p["calib_size"])
@@ -118,23 +118,77 @@ def _config_from(p):
 @click.option("--temperature", default=4.0, show_default=True, type=float, callback=positive)
 @click.option("--alpha", default=0.9, show_default=True, type=float, callback=non_negative)
 @click.option("--dry-run", is_flag=True, help="Compute sensitivity and show the allocation, prune nothing.")
+@worker_options
 @run_options
 @click.pass_context
 @handle_errors
 def prune(ctx, **params) -> None:
-    """Prune a trained network layer by layer (GA + two-step fitness + KD fine-tune)."""
+    """Prune a trained network layer by layer (GA + two-step fitness + KD fine-tune).
+
+    --workers sends the network-level evaluations (sensitivity curves, the GA's stage-2 checks) to worker
+    processes or a Dask cluster; the result is the same as serial. Under 'torchrun --nproc_per_node N -m evoprune
+    prune ...' the fine-tune steps run with DistributedDataParallel (Gloo on CPU, NCCL on GPUs), rank 0 chooses
+    the channels and writes the run directory.
+    """
     p = apply_config(ctx, params, params.pop("config", None))
-    from evoprune.io import environment_info, prepare_run_dir, read_json, write_json
-    from evoprune import pipeline
+    from evoprune.device import resolve_device
+    from evoprune.parallel import parse_workers
+    from evoprune.train import distributed
 
     cfg = _config_from(p)
     cfg.validate()
+    workers = parse_workers(p["workers"], p["scheduler"])  # bad specs fail before anything is built
+    with distributed(resolve_device(p["device"])) as (device, rank, world):
+        if rank != 0:  # one voice: the other ranks print nothing but errors
+            Ctx.quiet, Ctx.json = True, False
+        _prune(p, cfg, workers, device)
+
+
+def _prune(p, cfg, workers, device) -> None:
+    from evoprune import pipeline
+    from evoprune.io import read_json
+    from evoprune.parallel import make_map
+    from evoprune.train import is_main_process, on_rank0
+
     sens = None
     if p["sensitivity_file"]:
         from evoprune.sensitivity import Sensitivity
 
         sens = Sensitivity.from_json(read_json(p["sensitivity_file"], "sensitivity file"))
-    s = _load(p)
+    s = _load(p, device)
+    out = on_rank0(lambda: _prune_run_dir(p, cfg, s))
+    main = is_main_process()
+    log_file = open(out / "log.txt", "a") if main else None
+
+    def log(msg: str) -> None:
+        if log_file is not None:
+            log_file.write(msg + "\n")
+            log_file.flush()
+        echo(msg)
+
+    try:
+        if p["dry_run"]:
+            cfg.finetune_epochs = 0
+            summary = on_rank0(lambda: dry_run(s, cfg, out, log))
+            emit_json(summary)
+            return
+        with make_map(workers if main else "serial") as backend:
+            if p["workers"] != "serial" and main:
+                echo(f"network-level evaluations on {backend.describe()}")
+            model, report = pipeline.run(s.model, s.loaders, cfg, out=out, resume=p["resume"], meta=s.meta,
+                                         log=log, progress=not (Ctx.quiet or Ctx.json), sensitivity=sens,
+                                         backend=None if p["workers"] == "serial" else backend)
+    finally:
+        if log_file is not None:
+            log_file.close()
+    emit_json({"out": str(out), "checkpoint": str(out / "model.pt"), **{f"base_{k}": v for k, v in report.base.items()},
+               **{f"final_{k}": v for k, v in report.final.items()}, "wall_time_s": report.wall_time_s})
+
+
+def _prune_run_dir(p, cfg, s) -> Path:
+    """Create (or check, with --resume) the run directory and write its config; rank 0 only."""
+    from evoprune.io import environment_info, prepare_run_dir, read_json, write_json
+
     out = prepare_run_dir(p["out"] or default_out("prune"), p["overwrite"], p["resume"])
     if p["resume"]:
         old = out / "prune_config.json"
@@ -150,25 +204,7 @@ def prune(ctx, **params) -> None:
                                     "the same inputs, or --overwrite to start over")
     write_json(out / "config.json", p)
     write_json(out / "env.json", environment_info(str(s.device), p["seed"]))
-    log_file = open(out / "log.txt", "a")
-
-    def log(msg: str) -> None:
-        log_file.write(msg + "\n")
-        log_file.flush()
-        echo(msg)
-
-    try:
-        if p["dry_run"]:
-            cfg.finetune_epochs = 0
-            summary = dry_run(s, cfg, out, log)
-            emit_json(summary)
-            return
-        model, report = pipeline.run(s.model, s.loaders, cfg, out=out, resume=p["resume"], meta=s.meta, log=log,
-                                     progress=not (Ctx.quiet or Ctx.json), sensitivity=sens)
-    finally:
-        log_file.close()
-    emit_json({"out": str(out), "checkpoint": str(out / "model.pt"), **{f"base_{k}": v for k, v in report.base.items()},
-               **{f"final_{k}": v for k, v in report.final.items()}, "wall_time_s": report.wall_time_s})
+    return out
 
 
 def dry_run(s, cfg, out, log):
@@ -206,6 +242,7 @@ def dry_run(s, cfg, out, log):
               help="How channels are chosen at each ratio: l1, bn, taylor, random or module:fn.")
 @click.option("--ratios", "grid", default="0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1", show_default=True,
               help="Comma-separated keep ratios.")
+@worker_options
 @run_options
 @click.pass_context
 @handle_errors
@@ -224,13 +261,18 @@ def sensitivity(ctx, **params) -> None:
     cfg = _config_from(dict(p, ratios=None))
     cfg.sensitivity_ratios = grid
     cfg.validate()
+    from evoprune.parallel import make_map, parse_workers
+
+    workers = parse_workers(p["workers"], p["scheduler"])
     s = _load(p)
     out = prepare_run_dir(p["out"] or default_out("sensitivity"), p["overwrite"], p["resume"])
     write_json(out / "config.json", p)
     write_json(out / "env.json", environment_info(str(s.device), p["seed"]))
     space = PruningSpace(s.model, example_input(s.loaders).to(s.device), exclude=cfg.exclude, min_keep=cfg.min_keep)
     t0 = time.perf_counter()
-    sens = pipeline.compute_sensitivity(s.model, space, s.loaders, cfg, log=echo)
+    with make_map(workers) as backend:
+        sens = pipeline.compute_sensitivity(s.model, space, s.loaders, cfg, log=echo,
+                                            backend=None if p["workers"] == "serial" else backend)
     pipeline.save_sensitivity(sens, out)
     score = sens.score()
     echo(f"{'unit':<28}{'channels':>9}  {'mean drop':>9}  accuracy at " + " ".join(f"{r:.1f}" for r in grid))

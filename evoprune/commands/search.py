@@ -28,7 +28,7 @@ import click
 import numpy as np
 
 from evoprune.commands.common import (apply_config, default_out, echo, emit_json, handle_errors, positive,
-                                      run_options)
+                                      run_options, worker_options)
 from evoprune.errors import EvopruneError
 
 CHECKPOINT_NAME = "strategy_state"
@@ -433,12 +433,8 @@ def _problem_and_strategy_options(f: Callable) -> Callable:
         click.option("--data", default=None, help="Network problems: dataset name."),
         click.option("--data-dir", default=None, type=click.Path(file_okay=False),
                      help="Network problems: dataset folder."),
-        click.option("--workers", default="serial", show_default=True,
-                     help="Where populations are evaluated: serial, processes:N, dask:N (local cluster) or dask "
-                          "(with --scheduler)."),
-        click.option("--scheduler", default=None,
-                     help="Dask scheduler address tcp://host:port or scheduler .json file (with --workers dask)."),
     ]
+    f = worker_options(f)  # innermost: listed last in --help
     for opt in reversed(opts):
         f = opt(f)
     return f

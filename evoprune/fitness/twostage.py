@@ -55,6 +55,9 @@ class TwoStage(Evaluator):
         top_k: new genomes verified per generation (0: stage 1 only).
         verify_every: verify in every ``verify_every``-th call only.
         column: which objective of ``second`` ranks verified individuals (0: loss).
+        backend: an :mod:`evoprune.parallel` backend (or a ``map_fn``) that runs the stage-2 checks in chunks on
+            its workers (``second`` is sent once per worker); ``None`` runs them here. Stage 1 always runs here:
+            one batched tensor operation for the whole population is faster than shipping it anywhere.
     """
 
     name = "twostage"
@@ -62,7 +65,8 @@ class TwoStage(Evaluator):
     weights = (-1.0,)
     BIG = BIG
 
-    def __init__(self, first: Any, second: Any, top_k: int = 5, *, verify_every: int = 1, column: int = 0) -> None:
+    def __init__(self, first: Any, second: Any, top_k: int = 5, *, verify_every: int = 1, column: int = 0,
+                 backend: Any = None) -> None:
         for label, ev in (("first", first), ("second", second)):
             if not (hasattr(ev, "evaluate") and callable(ev.evaluate)):
                 raise EvopruneError(f"TwoStage {label} stage must have an evaluate(masks) method, got "
@@ -85,8 +89,10 @@ class TwoStage(Evaluator):
         self._w2 = float(w2[column])
         self.unit = getattr(first, "unit", "") or getattr(second, "unit", "")
         self.verified: Dict[bytes, torch.Tensor] = {}  # genome -> second stage's raw objectives
+        self.backend = backend
         self.calls = 0
         self.stage1_evaluations = 0
+        self.stage2_evaluations = 0  # genomes sent to stage 2 (here or on the backend's workers)
         self.last: Dict[str, torch.Tensor] = {}
 
     @classmethod
@@ -118,7 +124,14 @@ class TwoStage(Evaluator):
         return check_masks(masks, n, f"unit '{self.unit}'" if self.unit else "unit")
 
     def _scores(self, masks: torch.Tensor) -> torch.Tensor:
-        out = torch.as_tensor(self.second.evaluate(masks), dtype=torch.float64)
+        self.stage2_evaluations += int(masks.shape[0])
+        if self.backend is not None:
+            from evoprune.parallel import chunked_evaluate
+
+            out = torch.as_tensor(chunked_evaluate(self.backend, self.second.evaluate, masks.numpy()),
+                                  dtype=torch.float64)
+        else:
+            out = torch.as_tensor(self.second.evaluate(masks), dtype=torch.float64)
         if out.ndim == 1:
             out = out[:, None]
         if out.shape[0] != masks.shape[0]:
@@ -169,7 +182,7 @@ class TwoStage(Evaluator):
     def budget(self) -> Dict[str, Any]:
         """Evaluations per stage (and the second stage's own budget report when it has one)."""
         out: Dict[str, Any] = {"calls": self.calls, "stage1_evaluations": self.stage1_evaluations,
-                               "verified_genomes": len(self.verified)}
-        if hasattr(self.second, "budget"):
+                               "stage2_evaluations": self.stage2_evaluations, "verified_genomes": len(self.verified)}
+        if self.backend is None and hasattr(self.second, "budget"):  # on workers, their copies hold the budget
             out["stage2"] = self.second.budget()
         return out
