@@ -17,7 +17,9 @@ Writes benchmarks/results/reproduce_cifar10.{json,md} and a small final checkpoi
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
+import os
 import shutil
 import statistics
 import time
@@ -63,6 +65,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--out", default="runs/reproduce")
+    ap.add_argument("--jobs", type=int, default=2, help="prune runs side by side (1 thread each when > 1)")
     ap.add_argument("--tag", default="", help="suffix of the result files (e.g. resnet20), so runs do not clobber")
     a = ap.parse_args()
     a.data = a.data or f"imagefolder:{shared_cifar10()}"
@@ -75,22 +78,34 @@ def main() -> None:
     if not a.sens_file.exists():
         run(evoprune_cmd("--quiet", "sensitivity", "--checkpoint", a.checkpoint, "--data", a.data,
                          "--batch-size", str(a.batch_size), "--out", str(sens_dir), "--overwrite"), log)
-    runs: dict = {}
+    jobs = []  # (key, run dir, extra flags); every run is independent once the sensitivity curves exist
     for sel in a.selectors.split(","):
         for seed in range(a.seeds):
             for phase, extra in (("pruned_adaptive_bn", ["--finetune-steps", "0", "--finetune-epochs", "0"]),
                                  ("finetuned", [])):
                 # later flags win in click: the phase's fine-tune settings override the defaults above
-                rdir = out / f"{sel}-seed{seed}-{phase}"
-                res = prune_run(rdir, a, ["--selector", sel, "--seed", str(seed), *extra], log)
-                runs.setdefault((sel, phase), []).append(res)
-                print(f"{sel} seed {seed} {phase}: test {res['final']['test_top1']:.4f}, MACs x"
-                      f"{res['final']['macs_reduction']:.2f}, params x{res['final']['params_reduction']:.2f}",
-                      flush=True)
-    ablations = {}
+                jobs.append(((sel, phase, seed), out / f"{sel}-seed{seed}-{phase}",
+                             ["--selector", sel, "--seed", str(seed), *extra]))
     if not a.no_ablations:
         for name, extra in (("ga-ce", ["--loss", "ce"]), ("ga-forward-order", ["--order", "forward"])):
-            ablations[name] = prune_run(out / name, a, ["--selector", "ga", "--seed", "0", *extra], log)
+            jobs.append(((name,), out / name, ["--selector", "ga", "--seed", "0", *extra]))
+    if a.jobs > 1:  # several 1-thread runs side by side use small CPUs better than one multi-threaded run
+        os.environ["OMP_NUM_THREADS"] = "1"
+    # the GA runs take longest: start them first
+    order = sorted(range(len(jobs)), key=lambda i: (0 if "ga" in jobs[i][2][1] else 1, i))
+    with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:
+        futs = {i: pool.submit(prune_run, jobs[i][1], a, jobs[i][2], log) for i in order}
+        results = {i: f.result() for i, f in futs.items()}
+    runs: dict = {}
+    ablations = {}
+    for i, (key, rdir, _) in enumerate(jobs):
+        res = results[i]
+        if len(key) == 1:
+            ablations[key[0]] = res
+        else:
+            runs.setdefault(key[:2], []).append(res)
+        print(f"{rdir.name}: test {res['final']['test_top1']:.4f}, MACs x{res['final']['macs_reduction']:.2f}, "
+              f"params x{res['final']['params_reduction']:.2f}, {res['wall_time_s'] / 60:.1f} min", flush=True)
     base = runs[(a.selectors.split(",")[0], "finetuned")][0]["base"]
     table = []
     for sel in a.selectors.split(","):

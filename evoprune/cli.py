@@ -61,6 +61,10 @@ def main(debug: bool, quiet: bool, as_json: bool) -> None:
     Names of models, operators, problems, strategies and evaluators also accept 'module:name' or 'file.py:name'.
     """
     Ctx.debug, Ctx.quiet, Ctx.json = debug, quiet, as_json
+    if not debug:  # a warning is one line that says what happened, not a source location
+        import warnings
+
+        warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     from evoprune.signals import install_cli_handler
 
     install_cli_handler()

@@ -219,3 +219,38 @@ def test_per_batch_details_add_up(vgg):
     assert per.shape == (3, len(calib.held_out), 3)
     tot = per.sum(1)
     assert torch.allclose(s2.evaluate(masks), torch.stack([tot[:, 0] / tot[:, 2], tot[:, 1] / tot[:, 2]], 1))
+
+
+def test_out_of_memory_halves_the_batches_and_says_so(vgg):
+    model, space, calib = vgg
+    masks = torch.rand(3, space.unit("features.4").channels, generator=torch.Generator().manual_seed(0)) < 0.6
+    ref = NetworkFitness.from_space(space, "features.4", calib).evaluate(masks)
+    ev = NetworkFitness.from_space(space, "features.4", calib)
+    tail = ev.split.tail
+    calls = {"oom": 0}
+
+    def tight(x):  # a device that cannot hold more than 4 images at a time
+        if x.shape[0] > 4:
+            calls["oom"] += 1
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return tail(x)
+
+    ev.split.tail = tight
+    with pytest.warns(RuntimeWarning, match="ran out of memory with batches of 16; retrying with batches of 8"):
+        got = ev.evaluate(masks)
+    assert ev.oom_retries >= 1 and ev.batch_size == 4 and ev.budget()["oom_retries"] == ev.oom_retries
+    # the same held-out images: accuracy identical, loss equal up to the BN statistics of smaller batches
+    assert torch.equal(got[:, 1], ref[:, 1]) or torch.allclose(got[:, 1], ref[:, 1], atol=1 / 16)
+    assert torch.allclose(got[:, 0], ref[:, 0], rtol=0.05, atol=0.05)
+
+    def never(x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+
+    ev2 = NetworkFitness.from_space(space, "features.4", calib)
+    ev2.split.tail = never
+    with pytest.warns(RuntimeWarning), pytest.raises(EvopruneError, match="even with batches of one image"):
+        ev2.evaluate(masks[:1])
+    ev3 = NetworkFitness.from_space(space, "features.4", calib)
+    ev3.split.tail = lambda x: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors are not swallowed
+        ev3.evaluate(masks[:1])

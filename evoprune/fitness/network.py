@@ -17,6 +17,7 @@ forward per candidate, with BNs after the first consumer (in execution order) re
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -199,6 +200,31 @@ class adaptive_bn:
             b.training = training
 
 
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory error (CUDA's, or the CPU allocator's)."""
+    for holder in (torch, getattr(torch, "cuda", None)):
+        oom = getattr(holder, "OutOfMemoryError", None)
+        if oom is not None and isinstance(exc, oom):
+            return True
+    msg = str(exc).lower()
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        isinstance(exc, MemoryError) or "out of memory" in msg or "can't allocate memory" in msg
+        or "not enough memory" in msg)
+
+
+def _halves(batches: List[Any]) -> List[Any]:
+    """Each batch (a cut tensor, or ``(cut, labels)``) split into two halves (batches of 1 stay)."""
+    out: List[Any] = []
+    for b in batches:
+        t = b[0] if isinstance(b, tuple) else b
+        if t.shape[0] < 2:
+            out.append(b)
+            continue
+        h = (t.shape[0] + 1) // 2
+        out += [tuple(v[:h] for v in b), tuple(v[h:] for v in b)] if isinstance(b, tuple) else [b[:h], b[h:]]
+    return out
+
+
 @EVALUATORS.register("network")
 class NetworkFitness(Evaluator):
     """Stage 2: held-out loss (minimise) and top-1 accuracy (maximise) of the masked network after adaptive BN.
@@ -248,6 +274,7 @@ class NetworkFitness(Evaluator):
         self.details: Dict[bytes, torch.Tensor] = {}  # genome -> [held-out batches, (loss sum, correct, count)]
         self.evaluations = 0  # stage-2 evaluations actually run (cache misses)
         self.cache_hits = 0
+        self.oom_retries = 0  # times the batches were halved after running out of memory
         self.seconds = 0.0
         self.setup_seconds = time.perf_counter() - t0
 
@@ -268,6 +295,7 @@ class NetworkFitness(Evaluator):
         return {"evaluations": self.evaluations, "cache_hits": self.cache_hits, "seconds": self.seconds,
                 "seconds_per_evaluation": self.seconds / self.evaluations if self.evaluations else None,
                 "setup_seconds": self.setup_seconds, "split": self.split_info,
+                "oom_retries": self.oom_retries, "batch_size": self.batch_size,
                 "bn_reestimated": len(self.split.bns) if self.adapt_bn else 0}
 
     def per_batch(self, masks: Any) -> torch.Tensor:
@@ -276,6 +304,33 @@ class NetworkFitness(Evaluator):
         m = check_masks(masks, self.n, f"unit '{self.unit}'" if self.unit else "unit")
         self.evaluate(m)
         return torch.stack([self.details[genome_key(r)] for r in m])
+
+    @property
+    def batch_size(self) -> int:
+        """Largest batch stage 2 runs now (BN re-estimation or held-out; halved after an out-of-memory error)."""
+        return max([int(y.shape[0]) for _, y in self._eval_cut] + [int(t.shape[0]) for t in self._train_cut],
+                   default=0)
+
+    def _measure_or_shrink(self, keep: torch.Tensor, abn: Optional[adaptive_bn]) -> Tuple[float, float]:
+        """:meth:`_measure`; on out-of-memory, halve every cached batch and try again (and say so), down to 1."""
+        while True:
+            try:
+                return self._measure(keep, abn)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not is_oom(exc):
+                    raise
+                before = self.batch_size
+                if before <= 1:
+                    raise EvopruneError(f"stage 2 of unit '{self.unit}' runs out of memory even with batches of one "
+                                        "image; use a smaller --batch-size with fewer --eval-batches, or a device "
+                                        "with more memory") from None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self._train_cut, self._eval_cut = _halves(self._train_cut), _halves(self._eval_cut)
+                self.oom_retries += 1
+                warnings.warn(f"stage 2 of unit '{self.unit}' ran out of memory with batches of {before}; retrying "
+                              f"with batches of {self.batch_size} (same images, more forward passes)",
+                              RuntimeWarning, stacklevel=2)
 
     def _measure(self, keep: torch.Tensor, abn: Optional[adaptive_bn]) -> Tuple[float, float]:
         with mask_consumers(self.consumers, keep):
@@ -317,7 +372,7 @@ class NetworkFitness(Evaluator):
                 try:
                     for i in todo:
                         if keys[i] not in self.cache:  # duplicates within one call run once
-                            self.cache[keys[i]] = self._measure(m[i], abn)
+                            self.cache[keys[i]] = self._measure_or_shrink(m[i], abn)
                             self.evaluations += 1
                 finally:
                     if abn is not None:
