@@ -91,8 +91,13 @@ def main() -> None:
             jobs.append(((name,), out / name, ["--selector", "ga", "--seed", "0", *extra]))
     if a.jobs > 1:  # several 1-thread runs side by side use small CPUs better than one multi-threaded run
         os.environ["OMP_NUM_THREADS"] = "1"
-    # the GA runs take longest: start them first
-    order = sorted(range(len(jobs)), key=lambda i: (0 if "ga" in jobs[i][2][1] else 1, i))
+    # seed by seed (an interrupted session still leaves complete seeds for a --seeds N-1 table), the long GA runs
+    # first within a seed; the ablations after seed 1
+    def rank(i):
+        key = jobs[i][0]
+        return (key[2], 0 if key[0] == "ga" else 1, i) if len(key) == 3 else (1, 2, i)
+
+    order = sorted(range(len(jobs)), key=rank)
     with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:
         futs = {i: pool.submit(prune_run, jobs[i][1], a, jobs[i][2], log) for i in order}
         results = {i: f.result() for i, f in futs.items()}
