@@ -15,6 +15,7 @@ this script does its own work -- writing the checkpoint -- in-process so that no
     python benchmarks/memory.py                      # dataset cache as it is (~/.cache/evoprune or $EVOPRUNE_CACHE)
     python benchmarks/memory.py --cold-cache         # fresh cache: also decodes the 60,000 JPEGs (the worst case)
     python benchmarks/memory.py --selector l1        # no GA: the memory floor of the pipeline itself
+    python benchmarks/memory.py --selector l1 --units all --result memory_all_units_l1.json   # all 13 units
 
 Writes benchmarks/results/memory.json (and keeps the run directory under benchmarks/results/memory_run/ only with
 --keep). Exit status 1 when the peak exceeds --target-gb.
@@ -124,7 +125,8 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="dataset spec (default imagefolder:<shared cifar10-jpeg.tar.gz>)")
     ap.add_argument("--selector", default="ga", help="ga (default), l1, ...")
     ap.add_argument("--units", default=",".join(DEFAULT_RATIOS),
-                    help="comma-separated units to prune to half their channels")
+                    help="comma-separated units to prune to half their channels, or 'all' (the 13 convolutions)")
+    ap.add_argument("--result", default="memory.json", help="file name under benchmarks/results/")
     ap.add_argument("--pop-size", type=int, default=16)
     ap.add_argument("--generations", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=128)
@@ -140,6 +142,13 @@ def main() -> None:
     try:
         ckpt = work / "vgg16_w1_untrained.pt"
         info = make_checkpoint(ckpt, data)
+        if a.units == "all":
+            import torch
+
+            from evoprune.models.checkpoint import load_model
+            from evoprune.pruning.space import PruningSpace
+
+            a.units = ",".join(PruningSpace(load_model(str(ckpt))[0], torch.zeros(1, 3, 32, 32)).names)
         ratios = work / "ratios.json"
         ratios.write_text(json.dumps({u: 0.5 for u in a.units.split(",") if u}))
         out = (RESULTS / "memory_run") if a.keep else (work / "run")
@@ -178,7 +187,7 @@ def main() -> None:
             "rss_series_mb": res["rss_series_mb"][:: max(1, len(res["rss_series_mb"]) // 300)],
             "machine": dict(machine(), loadavg=os.getloadavg()),
         }
-        save("memory.json", report)
+        save(a.result, report)
         print(f"peak RSS {report['peak_rss_mb']:.0f} MB (target < {a.target_gb * 1024:.0f} MB), "
               f"polled tree peak {report['peak_tree_rss_mb_polled']:.0f} MB, {res['wall_s']:.0f}s, "
               f"dataset cache {'warm' if warm else 'cold'}")
