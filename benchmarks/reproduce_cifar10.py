@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--out", default="runs/reproduce")
     ap.add_argument("--jobs", type=int, default=2, help="prune runs side by side (1 thread each when > 1)")
+    ap.add_argument("--table-only", action="store_true",
+                    help="run nothing: tabulate the runs under --out that have finished")
     ap.add_argument("--tag", default="", help="suffix of the result files (e.g. resnet20), so runs do not clobber")
     a = ap.parse_args()
     a.data = a.data or f"imagefolder:{shared_cifar10()}"
@@ -98,12 +100,18 @@ def main() -> None:
         return (key[2], 0 if key[0] == "ga" else 1, i) if len(key) == 3 else (1, 2, i)
 
     order = sorted(range(len(jobs)), key=rank)
-    with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:
-        futs = {i: pool.submit(prune_run, jobs[i][1], a, jobs[i][2], log) for i in order}
-        results = {i: f.result() for i, f in futs.items()}
+    if a.table_only:  # the runs finished so far (an interrupted session): seeds counted per selector
+        results = {i: json.loads((jobs[i][1] / "results.json").read_text()) for i in order
+                   if (jobs[i][1] / "results.json").exists()}
+    else:
+        with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:
+            futs = {i: pool.submit(prune_run, jobs[i][1], a, jobs[i][2], log) for i in order}
+            results = {i: f.result() for i, f in futs.items()}
     runs: dict = {}
     ablations = {}
     for i, (key, rdir, _) in enumerate(jobs):
+        if i not in results:
+            continue
         res = results[i]
         if len(key) == 1:
             ablations[key[0]] = res
@@ -111,12 +119,14 @@ def main() -> None:
             runs.setdefault(key[:2], []).append(res)
         print(f"{rdir.name}: test {res['final']['test_top1']:.4f}, MACs x{res['final']['macs_reduction']:.2f}, "
               f"params x{res['final']['params_reduction']:.2f}, {res['wall_time_s'] / 60:.1f} min", flush=True)
-    base = runs[(a.selectors.split(",")[0], "finetuned")][0]["base"]
+    base = next(iter(runs.values()))[0]["base"]
     table = []
     for sel in a.selectors.split(","):
-        ft, pr = runs[(sel, "finetuned")], runs[(sel, "pruned_adaptive_bn")]
+        ft, pr = runs.get((sel, "finetuned"), []), runs.get((sel, "pruned_adaptive_bn"), [])
+        if not ft or not pr:
+            continue
         s1 = [statistics.mean([u.get("stage1_error", float("nan")) for u in r["units"]]) for r in pr]
-        table.append({"selector": sel, "seeds": len(ft),
+        table.append({"selector": sel, "seeds": len(ft) if len(ft) == len(pr) else f"{len(pr)} / {len(ft)}",
                       "after_prune": summary([r["final"] for r in pr], "test_top1"),
                       "after_finetune": summary([r["final"] for r in ft], "test_top1"),
                       "mean_stage1_error": statistics.mean(s1),
