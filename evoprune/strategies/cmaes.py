@@ -147,8 +147,8 @@ def cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = N
         strategy.update_count = int(state["cma_update_count"])
         gen += 1
 
-    def snapshot(done_: bool) -> Dict[str, Any]:
-        st = S.common_state(gen, evaluator, logbook, rng, elapsed + clock(), done_)
+    def snapshot(gen_: int, done_: bool) -> Dict[str, Any]:
+        st = S.common_state(gen_, evaluator, logbook, rng, elapsed + clock(), done_)
         st.update(S.legacy_state(legacy))
         for key in ("centroid", "pc", "ps", "C", "diagD", "B", "BD"):
             st["cma_" + key] = np.asarray(getattr(strategy, key), dtype=float)
@@ -157,24 +157,8 @@ def cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = N
         return st
 
     clock = timer()
-    ind_init = _ind_init(weights)
-    while not done and evaluator.remaining > 0:
-        with S.numpy_global_rng(legacy), S.single_thread_blas():
-            pop = strategy.generate(ind_init)
-        G, F = _evaluate_individuals(pop, relax, evaluator, rng)
-        complete = len(F) == len(pop)
-        if complete:  # a generation cut short by the budget is recorded but not learnt from
-            for ind, f in zip(pop, F):
-                ind.fitness.values = tuple(f)
-            with S.single_thread_blas():
-                strategy.update(pop)
-        S.record(logbook, problem, gen, len(F), evaluator.used, F)
-        done = evaluator.remaining == 0 or not complete
-        if ckpt.due(gen) or done:
-            ckpt.save(snapshot(done))
-        if S.call_back(callback, gen, G, F):
-            break
-        gen += 1
+    _generations(strategy, _ind_init(weights), relax, evaluator, rng, legacy, logbook, problem, ckpt, callback, gen,
+                 done, snapshot)
     return S.finish(name, problem, seed, evaluator, logbook, elapsed + clock(), p)
 
 
@@ -346,13 +330,13 @@ for _fn, _defaults, _obj, _cfg in ((cmaes, CMAES_DEFAULTS, "single", _cmaes_conf
 def _generations(strategy: Any, ind_init: Any, relax: Any, evaluator: Any, rng: Any, legacy: Any, logbook: Any,
                  problem: Any, ckpt: Any, callback: Any, gen: int, done: bool,
                  snapshot: Callable[[int, bool], Any]) -> None:
-    """The generate -> evaluate -> update loop shared by the (1+lambda) and multi-objective CMA-ES runs."""
+    """The generate -> evaluate -> update loop shared by every CMA-ES variant."""
     while not done and evaluator.remaining > 0:
         with S.numpy_global_rng(legacy), S.single_thread_blas():
             pop = strategy.generate(ind_init)
         G, F = _evaluate_individuals(pop, relax, evaluator, rng)
         complete = len(F) == len(pop)
-        if complete:
+        if complete:  # a generation cut short by the budget is recorded but not learnt from
             for ind, f in zip(pop, F):
                 ind.fitness.values = tuple(f)
             with S.single_thread_blas():
