@@ -7,6 +7,7 @@ From a baseline trained with `evoprune train` (benchmarks/train_baseline.py):
 2. the paper's method: `evoprune prune --selector ga` (two-step fitness, KD fine-tune);
 3. selectors at identical ratios and identical fine-tune budget: ga vs l1 vs random, `--seeds` seeds each,
    accuracy (a) right after pruning with adaptive BN (no fine-tuning at all) and (b) after the fine-tune;
+   `--prune-only-selectors` (e.g. thinet, the greedy on the GA's own stage-1 objective) get (a) only;
 4. ablations with the GA: KD vs cross-entropy fine-tune; sensitivity order vs front-to-back order.
 
 Writes benchmarks/results/reproduce_cifar10.{json,md} and a small final checkpoint. Every run is a normal
@@ -58,6 +59,8 @@ def main() -> None:
                     help="also keep at most this fraction of the parameters (the paper: 8x fewer); 0 = no budget")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--selectors", default="ga,l1,random")
+    ap.add_argument("--prune-only-selectors", default="",
+                    help="comma list of further selectors measured right after pruning only (no fine-tuned runs)")
     ap.add_argument("--finetune-steps", type=int, default=30)
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--pop-size", type=int, default=50)
@@ -84,10 +87,14 @@ def main() -> None:
         run(evoprune_cmd("--quiet", "sensitivity", "--checkpoint", a.checkpoint, "--data", a.data,
                          "--batch-size", str(a.batch_size), "--out", str(sens_dir), "--overwrite"), log)
     jobs = []  # (key, run dir, extra flags); every run is independent once the sensitivity curves exist
-    for sel in a.selectors.split(","):
+    prune_only = [x for x in a.prune_only_selectors.split(",") if x]
+    selectors = a.selectors.split(",") + [x for x in prune_only if x not in a.selectors.split(",")]
+    for sel in selectors:
         for seed in range(a.seeds):
             for phase, extra in (("pruned_adaptive_bn", ["--finetune-steps", "0", "--finetune-epochs", "0"]),
                                  ("finetuned", [])):
+                if phase == "finetuned" and sel in prune_only:
+                    continue
                 # later flags win in click: the phase's fine-tune settings override the defaults above
                 jobs.append(((sel, phase, seed), out / f"{sel}-seed{seed}-{phase}",
                              ["--selector", sel, "--seed", str(seed), *extra]))
@@ -133,20 +140,20 @@ def main() -> None:
               f"params x{res['final']['params_reduction']:.2f}, {res['wall_time_s'] / 60:.1f} min", flush=True)
     base = next(iter(runs.values()))[0]["base"]
     table = []
-    for sel in a.selectors.split(","):
+    for sel in selectors:
         ft, pr = runs.get((sel, "finetuned"), []), runs.get((sel, "pruned_adaptive_bn"), [])
-        if not ft or not pr:
+        if not pr or not (ft or sel in prune_only):
             continue
+        ref = (ft or pr)[0]["final"]
         s1 = [statistics.mean([u.get("stage1_error", float("nan")) for u in r["units"]]) for r in pr]
-        table.append({"selector": sel, "seeds": len(ft) if len(ft) == len(pr) else f"{len(pr)} / {len(ft)}",
+        table.append({"selector": sel, "seeds": len(pr) if len(ft) in (0, len(pr)) else f"{len(pr)} / {len(ft)}",
                       "after_prune": summary([r["final"] for r in pr], "test_top1"),
-                      "after_finetune": summary([r["final"] for r in ft], "test_top1"),
+                      "after_finetune": summary([r["final"] for r in ft], "test_top1") if ft else None,
                       "mean_stage1_error": statistics.mean(s1),
                       "per_seed_after_prune": [r["final"]["test_top1"] for r in pr],
                       "per_seed_after_finetune": [r["final"]["test_top1"] for r in ft],
-                      "macs_reduction": ft[0]["final"]["macs_reduction"],
-                      "params_reduction": ft[0]["final"]["params_reduction"],
-                      "wall_time_s": statistics.mean(r["wall_time_s"] for r in ft)})
+                      "macs_reduction": ref["macs_reduction"], "params_reduction": ref["params_reduction"],
+                      "wall_time_s": statistics.mean(r["wall_time_s"] for r in (ft or pr))})
     result = {"checkpoint": a.checkpoint, "dataset": "CIFAR-10 (JPEG)", "base": base, "target_macs": a.target_macs,
               "target_params": a.target_params,
               "settings": {k: v for k, v in vars(a).items() if k not in ("sens_file",)},
@@ -165,7 +172,8 @@ def main() -> None:
     md = ["| selector | seeds | test acc. right after pruning (adaptive BN) | test acc. after fine-tune | mean stage-1 error "
           "| MACs reduction | params reduction |", "|---|---|---|---|---|---|---|"]
     for r in table:
-        md.append(f"| {r['selector']} | {r['seeds']} | {r['after_prune']} % | {r['after_finetune']} % | "
+        after_ft = f"{r['after_finetune']} %" if r["after_finetune"] else "not run"
+        md.append(f"| {r['selector']} | {r['seeds']} | {r['after_prune']} % | {after_ft} | "
                   f"{r['mean_stage1_error']:.4f} | {r['macs_reduction']:.2f}x | {r['params_reduction']:.2f}x |")
     if ablations and ("ga", "finetuned") in runs:
         ref = runs[("ga", "finetuned")][0]["final"]

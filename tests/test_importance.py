@@ -119,7 +119,7 @@ def test_keep_mask():
         keep_mask(s, 1, min_keep=2)
 
 
-@pytest.mark.parametrize("name", ["l1", "bn", "taylor", "random"])
+@pytest.mark.parametrize("name", ["l1", "bn", "taylor", "random", "thinet"])
 def test_selectors_return_exactly_k(resnet, name):
     m, sp = resnet
     fn = SELECTORS.get(name)
@@ -154,5 +154,5 @@ def test_selectors_on_grouped_units():
 
 
 def test_selectors_are_registered_with_docs():
-    for name in ("l1", "bn", "taylor", "random"):
+    for name in ("l1", "bn", "taylor", "random", "thinet"):
         assert name in SELECTORS.names() and SELECTORS.docs[name]
