@@ -20,7 +20,7 @@ def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10
     binding one decides); neither (and no ``max_drop``/``ratios``): keep 0.33 of the MACs.
     ``data``: a dataset name (``"cifar10"`` needs ``data_dir=``), an :class:`ImageData` or ready :class:`Loaders`.
     ``strategy``: the channel selector: ``"ga"`` (the paper's GA on the two-step fitness), ``"l1"``, ``"bn"``,
-    ``"taylor"``, ``"random"`` or ``"module:function"``. Other keyword options are fields of
+    ``"taylor"``, ``"random"``, ``"thinet"`` or ``"module:function"``. Other keyword options are fields of
     :class:`evoprune.pipeline.PruneConfig` (``finetune_epochs=``, ``pop_size=``, ``order=``, ...). The input model
     is not modified.
 

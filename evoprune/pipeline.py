@@ -37,7 +37,7 @@ class PruneConfig:
     max_drop: Optional[float] = None        # or: every unit keeps the fewest channels with drop <= this
     ratios: Optional[Dict[str, float]] = None  # or: explicit per-unit keep ratios
     uniform: bool = False                   # one keep ratio for all units (baseline), still meeting the target
-    selector: str = "ga"                    # ga | l1 | bn | taylor | random | module:fn
+    selector: str = "ga"                    # ga | l1 | bn | taylor | random | thinet | module:fn
     order: str = "sensitivity"              # sensitivity | forward
     sensitivity_method: str = "l1"
     sensitivity_ratios: Tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)

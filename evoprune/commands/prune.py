@@ -89,7 +89,7 @@ def _config_from(p):
 @click.option("--sensitivity", "sensitivity_file", default=None, type=click.Path(dir_okay=False),
               help="Reuse sensitivity curves (sensitivity.json from 'evoprune sensitivity' or an earlier prune run).")
 @click.option("--selector", default="ga", show_default=True,
-              help="Channel choice: ga, l1, bn, taylor, random or module:function.")
+              help="Channel choice: ga, l1, bn, taylor, random, thinet or module:function.")
 @click.option("--order", default="sensitivity", show_default=True, type=click.Choice(["sensitivity", "forward"]),
               help="Prune least sensitive units first, or front to back.")
 @click.option("--sensitivity-method", default="l1", show_default=True, help="Selector used for sensitivity curves.")
@@ -239,7 +239,7 @@ def dry_run(s, cfg, out, log):
 @_common_model_options
 @data_options
 @click.option("--method", "sensitivity_method", default="l1", show_default=True,
-              help="How channels are chosen at each ratio: l1, bn, taylor, random or module:fn.")
+              help="How channels are chosen at each ratio: l1, bn, taylor, random, thinet or module:fn.")
 @click.option("--ratios", "grid", default="0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1", show_default=True,
               help="Comma-separated keep ratios.")
 @worker_options
