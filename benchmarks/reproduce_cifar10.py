@@ -67,9 +67,10 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--no-ablations", action="store_true")
-    ap.add_argument("--long-finetune-epochs", type=int, default=0,
-                    help="also run the paper's method (ga, seed 0) with this many final KD fine-tune epochs; "
-                         "the target check then uses it too (the comparison table keeps --finetune-epochs)")
+    ap.add_argument("--long-finetune-epochs", default="",
+                    help="comma list of epoch counts: also run the paper's method (ga, seed 0) with that many final "
+                         "KD fine-tune epochs, each with its own target check (the comparison table keeps "
+                         "--finetune-epochs)")
     ap.add_argument("--out", default="runs/reproduce")
     ap.add_argument("--jobs", type=int, default=2, help="prune runs side by side (1 thread each when > 1)")
     ap.add_argument("--table-only", action="store_true",
@@ -101,18 +102,17 @@ def main() -> None:
     if not a.no_ablations:
         for name, extra in (("ga-ce", ["--loss", "ce"]), ("ga-forward-order", ["--order", "forward"])):
             jobs.append(((name,), out / name, ["--selector", "ga", "--seed", "0", *extra]))
-    long_name = f"ga-finetune-{a.long_finetune_epochs}ep"
-    if a.long_finetune_epochs:
-        jobs.append(((long_name,), out / long_name,
-                     ["--selector", "ga", "--seed", "0", "--finetune-epochs", str(a.long_finetune_epochs)]))
+    long_epochs = {f"ga-finetune-{int(e)}ep": int(e) for e in a.long_finetune_epochs.split(",") if e.strip()}
+    for name, epochs in long_epochs.items():
+        jobs.append(((name,), out / name, ["--selector", "ga", "--seed", "0", "--finetune-epochs", str(epochs)]))
     if a.jobs > 1:  # several 1-thread runs side by side use small CPUs better than one multi-threaded run
         os.environ["OMP_NUM_THREADS"] = "1"
     # seed by seed (an interrupted session still leaves complete seeds for a --seeds N-1 table), the long GA runs
     # first within a seed; the ablations after seed 1
     def rank(i):
         key = jobs[i][0]
-        if key == (long_name,):  # the longest run starts first, so the two workers end together
-            return (-1, 0, i)
+        if key[0] in long_epochs:  # the longest runs start first, so the two workers end together
+            return (-1, -long_epochs[key[0]], i)
         return (key[2], 0 if key[0] == "ga" else 1, i) if len(key) == 3 else (1, 2, i)
 
     order = sorted(range(len(jobs)), key=rank)
@@ -125,13 +125,13 @@ def main() -> None:
             results = {i: f.result() for i, f in futs.items()}
     runs: dict = {}
     ablations = {}
-    long_run = None
+    long_runs: dict = {}
     for i, (key, rdir, _) in enumerate(jobs):
         if i not in results:
             continue
         res = results[i]
-        if key == (long_name,):
-            long_run = res
+        if key[0] in long_epochs:
+            long_runs[key[0]] = res
         elif len(key) == 1:
             ablations[key[0]] = res
         else:
@@ -161,11 +161,11 @@ def main() -> None:
               "ablations": {k: {"test_top1": v["final"]["test_top1"], "macs_reduction": v["final"]["macs_reduction"],
                                 "params_reduction": v["final"]["params_reduction"]} for k, v in ablations.items()},
               "paper_method": runs[("ga", "finetuned")][0]["final"] if ("ga", "finetuned") in runs else None,
-              "paper_method_long_finetune": None if long_run is None else
-              {"finetune_epochs": a.long_finetune_epochs, **long_run["final"], "wall_time_s": long_run["wall_time_s"]},
+              "paper_method_long_finetune": [{"finetune_epochs": long_epochs[k], **v["final"],
+                                              "wall_time_s": v["wall_time_s"]} for k, v in long_runs.items()],
               # compute actually spent (sum over the runs; they ran --jobs at a time), not this invocation's time
               "runs_wall_time_s": sum(r["wall_time_s"] for rs in runs.values() for r in rs)
-              + sum(v["wall_time_s"] for v in ablations.values()) + (long_run["wall_time_s"] if long_run else 0),
+              + sum(v["wall_time_s"] for v in ablations.values()) + sum(v["wall_time_s"] for v in long_runs.values()),
               "invocation_wall_time_s": time.time() - t0, "machine": machine()}
     stem = "reproduce_cifar10" + (f"_{a.tag}" if a.tag else "")
     save(f"{stem}.json", result)
@@ -192,10 +192,10 @@ def main() -> None:
                   f"({d:+.2f} pt), {f0['macs_reduction']:.2f}x fewer MACs, {f0['params_reduction']:.2f}x fewer "
                   f"params; target (>= 3x MACs, >= 8x params, >= baseline - 0.5 pt): "
                   f"{'met' if d >= -0.5 and f0['macs_reduction'] >= 3 and f0['params_reduction'] >= 8 else 'NOT met'}.")
-    if long_run is not None:
+    for name, long_run in long_runs.items():
         f0 = long_run["final"]
         d = 100 * (f0["test_top1"] - base["test_top1"])
-        md.append(f"Paper's method with a {a.long_finetune_epochs}-epoch KD fine-tune (ga, seed 0): test "
+        md.append(f"Paper's method with a {long_epochs[name]}-epoch KD fine-tune (ga, seed 0): test "
                   f"{100 * f0['test_top1']:.2f} % vs baseline {100 * base['test_top1']:.2f} % ({d:+.2f} pt), "
                   f"{f0['macs_reduction']:.2f}x fewer MACs, {f0['params_reduction']:.2f}x fewer params, "
                   f"{long_run['wall_time_s'] / 60:.0f} min; target: "
@@ -203,7 +203,7 @@ def main() -> None:
     md.append(f"Compute: {result['runs_wall_time_s'] / 60:.0f} min summed over the prune runs ({a.jobs} side by side).")
     (RESULTS / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
-    for run_dir, suffix in (("ga-seed0-finetuned", ""), (long_name, f"_ft{a.long_finetune_epochs}")):
+    for run_dir, suffix in (("ga-seed0-finetuned", ""), *((k, f"_ft{e}") for k, e in long_epochs.items())):
         model = out / run_dir / "model.pt"
         if model.exists() and model.stat().st_size <= 20 * 2**20:
             shutil.copyfile(model, RESULTS / f"{Path(a.checkpoint).stem}_pruned_ga{suffix}.pt")
