@@ -17,7 +17,11 @@ def requested() -> bool:
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Turn SIGINT/SIGTERM into :func:`requested` for the block (main thread only; nesting is fine)."""
+    """Turn SIGINT/SIGTERM into :func:`requested` for the block (main thread only; nesting is fine).
+
+    A request that arrives after the block's last safe point (a strategy's final verification, say) is not
+    forgotten: the outermost block then ends with ``KeyboardInterrupt``, so a caller running one block after
+    another (the pipeline, unit by unit) stops too instead of going on to the next one."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -31,6 +35,7 @@ def stop_on_signals() -> Iterator[None]:
         for s in (signal.SIGINT, signal.SIGTERM):
             old[s] = signal.signal(s, handle)
     _state["depth"] += 1
+    pending = False
     try:
         yield
     finally:
@@ -38,7 +43,10 @@ def stop_on_signals() -> Iterator[None]:
         for s, h in old.items():
             signal.signal(s, h)
         if _state["depth"] == 0:
+            pending = bool(_state["stop"])
             _state["stop"] = False
+    if pending:  # reached only when the block itself ended normally
+        raise KeyboardInterrupt
 
 
 def install_cli_handler() -> None:

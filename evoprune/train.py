@@ -214,9 +214,13 @@ class _StopFlag:
     def _handle(self, signum, frame):
         self.stop = True
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         for s, h in self._old.items():
             signal.signal(s, h)
+        # a signal after the last step (during the final evaluation): the state is saved; stop here rather than
+        # let the caller (the pipeline's next unit) carry on as if nothing was asked
+        if self.stop and exc_type is None:
+            raise KeyboardInterrupt
 
 
 def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.device | str = "cpu",
