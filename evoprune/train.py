@@ -118,10 +118,28 @@ def distributed(device: torch.device) -> Iterator[Tuple[torch.device, int, int]]
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    finished = False
     try:
         yield device, rank, world
+        finished = True
     finally:
+        if finished:
+            _leave_together(tdist, device)
         tdist.destroy_process_group()
+
+
+def _leave_together(tdist: Any, device: torch.device) -> None:
+    """Wait for every rank before tearing the group down: rank 0 alone evaluates and writes at the end, and a Gloo
+    rank that destroys its group while a peer is still connected can abort (SIGABRT) on a loaded machine."""
+    import datetime
+
+    try:
+        if device.type == "cuda":
+            tdist.barrier()
+        else:  # a bounded wait: a peer that died must not hang this rank
+            tdist.monitored_barrier(timeout=datetime.timedelta(minutes=30))
+    except RuntimeError:
+        pass  # a peer failed; its own error is what the user sees
 
 
 def on_rank0(fn: Callable[[], Any]) -> Any:
