@@ -89,7 +89,8 @@ def main() -> None:
                          "--batch-size", str(a.batch_size), "--out", str(sens_dir), "--overwrite"), log)
     jobs = []  # (key, run dir, extra flags); every run is independent once the sensitivity curves exist
     prune_only = [x for x in a.prune_only_selectors.split(",") if x]
-    selectors = a.selectors.split(",") + [x for x in prune_only if x not in a.selectors.split(",")]
+    selectors = a.selectors.split(",")
+    selectors += [x for x in prune_only if x not in selectors]
     for sel in selectors:
         for seed in range(a.seeds):
             for phase, extra in (("pruned_adaptive_bn", ["--finetune-steps", "0", "--finetune-epochs", "0"]),
@@ -144,7 +145,7 @@ def main() -> None:
         ft, pr = runs.get((sel, "finetuned"), []), runs.get((sel, "pruned_adaptive_bn"), [])
         if not pr or not (ft or sel in prune_only):
             continue
-        ref = (ft or pr)[0]["final"]
+        first = (ft or pr)[0]["final"]  # the reductions are the same for every run of the table
         s1 = [statistics.mean([u.get("stage1_error", float("nan")) for u in r["units"]]) for r in pr]
         table.append({"selector": sel, "seeds": len(pr) if len(ft) in (0, len(pr)) else f"{len(pr)} / {len(ft)}",
                       "after_prune": summary([r["final"] for r in pr], "test_top1"),
@@ -152,7 +153,7 @@ def main() -> None:
                       "mean_stage1_error": statistics.mean(s1),
                       "per_seed_after_prune": [r["final"]["test_top1"] for r in pr],
                       "per_seed_after_finetune": [r["final"]["test_top1"] for r in ft],
-                      "macs_reduction": ref["macs_reduction"], "params_reduction": ref["params_reduction"],
+                      "macs_reduction": first["macs_reduction"], "params_reduction": first["params_reduction"],
                       "wall_time_s": statistics.mean(r["wall_time_s"] for r in (ft or pr))})
     result = {"checkpoint": a.checkpoint, "dataset": "CIFAR-10 (JPEG)", "base": base, "target_macs": a.target_macs,
               "target_params": a.target_params,

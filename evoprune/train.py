@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import signals
 from .data import BatchLoader, Loaders
 from .device import rng_states, set_rng_states
 from .distill import LossFn, ce_loss
@@ -214,33 +214,6 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", max_b
     return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss / n, "n": n}
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM -> save a checkpoint at the next step boundary, then stop."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self._old: Dict[int, Any] = {}
-
-    def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.stop = True
-
-    def __exit__(self, exc_type, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        # a signal after the last step (during the final evaluation): the state is saved; stop here rather than
-        # let the caller (the pipeline's next unit) carry on as if nothing was asked
-        if self.stop and exc_type is None:
-            raise KeyboardInterrupt
-
-
 def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.device | str = "cpu",
         loss_fn: Optional[LossFn] = None, state_path: Optional[str] = None, log_path: Optional[str] = None,
         progress: bool = True, desc: str = "train", evaluate_each_epoch: bool = True,
@@ -299,7 +272,7 @@ def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.devi
                                     "partial": partial_epoch})
 
     show = progress and is_main_process()
-    with _StopFlag() as flag:
+    with signals.stop_on_signals():  # SIGINT/SIGTERM: save a checkpoint at the next step, then stop
         while epoch < cfg.epochs and step < total:
             loaders.train.set_epoch(epoch, batch)
             net.train()
@@ -331,7 +304,7 @@ def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.devi
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{run_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-                if flag.stop:
+                if signals.requested():
                     save_state((seen, correct, run_loss))
                     if bar is not None:
                         bar.close()

@@ -6,7 +6,6 @@ import signal
 import pytest
 
 from evoprune import signals
-from evoprune.train import _StopFlag
 
 
 def _term():
@@ -17,8 +16,6 @@ def test_no_signal_no_interrupt():
     before = signal.getsignal(signal.SIGTERM)
     with signals.stop_on_signals():
         assert not signals.requested()
-    with _StopFlag() as flag:
-        assert not flag.stop
     assert signal.getsignal(signal.SIGTERM) is before
 
 
@@ -49,12 +46,28 @@ def test_an_exception_in_flight_is_not_replaced():
             raise ValueError("the block's own error")
 
 
-def test_training_stop_flag_after_the_last_step():
+def test_training_stopped_after_the_last_step(tmp_path, monkeypatch):
+    """A signal during fit's final evaluation (after the last step's check): the state is saved and fit stops."""
+    import torch
+
+    from evoprune import train
+    from evoprune.data import load_mini_cifar10, make_loaders
+    from evoprune.models import create_model
+
+    real = train.evaluate
+
+    def evaluate_then_signal(*args, **kwargs):
+        _term()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", evaluate_then_signal)
+    torch.manual_seed(0)
     before = signal.getsignal(signal.SIGTERM)
+    state = tmp_path / "state.pt"
     with pytest.raises(KeyboardInterrupt):
-        with _StopFlag():
-            _term()  # e.g. during the final evaluation, after the last step's check
-    assert signal.getsignal(signal.SIGTERM) is before
+        train.fit(create_model("vgg11", width=0.125), make_loaders(load_mini_cifar10(), batch_size=32),
+                  train.TrainConfig(epochs=1, max_steps=2), state_path=str(state), progress=False)
+    assert state.exists() and signal.getsignal(signal.SIGTERM) is before
 
 
 def test_ga_asked_to_stop_in_its_last_generation_stops_the_caller():

@@ -21,6 +21,7 @@ from torch import nn
 from evoprune.errors import EvopruneError
 from evoprune.registry import SELECTORS
 
+from .importance import _unit, check_count
 from .space import PruningSpace
 
 __all__ = ["greedy_removal", "select_thinet"]
@@ -60,9 +61,8 @@ def select_thinet(model: nn.Module, space: PruningSpace, unit_name: Any, k: int,
     """Keep ``k`` channels of ``unit_name`` chosen by ThiNet's greedy removal on the calibration ``batches``."""
     from evoprune.fitness.reconstruction import ReconstructionFitness
 
-    u = space.unit(unit_name) if isinstance(unit_name, str) else unit_name
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise EvopruneError(f"selector 'thinet' needs an integer channel count k, got {k!r}")
+    u = _unit(space, unit_name)
+    check_count(k, "thinet")
     if batches is None:
         raise EvopruneError("selector 'thinet' needs calibration batches (it measures the next layer's output)")
     ev = ReconstructionFitness.from_space(space, u, list(batches), model=model)

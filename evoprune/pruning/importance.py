@@ -217,14 +217,19 @@ def keep_mask(scores: np.ndarray, amount: Union[int, float], min_keep: int = 1, 
     return mask
 
 
+def check_count(k: Any, selector: str) -> None:
+    """A selector's ``k`` must be an integer channel count (a ratio is resolved by the caller)."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise EvopruneError(f"selector '{selector}' needs an integer channel count k, got {k!r}")
+
+
 def make_selector(importance: Importance, name: str) -> Callable[..., np.ndarray]:
     """Wrap an importance function as a selector ``(model, space, unit_name, k, batches, rng) -> mask``."""
 
     def select(model: nn.Module, space: PruningSpace, unit_name: UnitLike, k: int, batches: Optional[Iterable] = None,
                rng: Any = None) -> np.ndarray:
         u = _unit(space, unit_name)
-        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-            raise EvopruneError(f"selector '{name}' needs an integer channel count k, got {k!r}")
+        check_count(k, name)
         scores = importance(model, space, u, data=batches, rng=rng)
         return keep_mask(scores, int(k), min_keep=u.min_keep, groups=u.channel_groups)
 
