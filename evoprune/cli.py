@@ -9,7 +9,7 @@ import click
 from evoprune import __version__
 from evoprune.commands.common import Ctx
 
-# (module, command attribute); modules that are not written yet are skipped so the CLI always starts.
+# (module, command attribute). A module that fails to import is a bug to report, never a command to hide.
 _COMMANDS = [
     ("evoprune.commands.listing", "list_cmd"),
     ("evoprune.commands.train", "train"),
@@ -71,13 +71,7 @@ def main(debug: bool, quiet: bool, as_json: bool) -> None:
 
 
 for _mod, _attr in _COMMANDS:
-    try:
-        _m = importlib.import_module(_mod)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _mod:
-            raise
-        continue
-    main.add_command(getattr(_m, _attr))
+    main.add_command(getattr(importlib.import_module(_mod), _attr))
 
 
 if __name__ == "__main__":  # pragma: no cover

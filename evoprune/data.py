@@ -15,6 +15,7 @@ in torch, so an epoch never re-decodes images and needs no worker processes.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import io
 import os
@@ -22,7 +23,7 @@ import tarfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -66,6 +67,16 @@ class ImageData:
     @property
     def image_size(self) -> int:
         return int(self.x_train.shape[-1])
+
+    @property
+    def n_train(self) -> int:
+        return int(len(self.x_train))
+
+    @property
+    def n_test(self) -> int:
+        return int(len(self.x_test))
+
+    streaming = False
 
     def meta(self) -> Dict[str, object]:
         """What a checkpoint records about its data."""
@@ -223,9 +234,116 @@ def _decode(data: bytes, where: str):
     return img
 
 
+DATA_MODES = ("auto", "memory", "stream")
+DEFAULT_DATA_MEMORY = 2 * 2 ** 30  # above this many decoded bytes (auto mode) an image folder is streamed from disk
+MIN_IMAGE_SIZE = 8
+
+
+@dataclass
+class DataOptions:
+    """How a dataset is read: ``--image-size``, ``--data-mode``, ``--data-memory``, ``--data-workers``."""
+
+    image_size: Optional[int] = None
+    mode: str = "auto"
+    memory: Any = DEFAULT_DATA_MEMORY
+    workers: int = 2
+
+
+@dataclass
+class _Layout:
+    """What an image folder holds: classes and ``(class, member)`` lists of its train and test splits."""
+
+    prefix: str
+    classes: List[str]
+    train: List[Tuple[str, str]]
+    test: List[Tuple[str, str]]
+    test_split: str
+
+
+def _scan(src: "_Source", path: Path) -> _Layout:
+    """Find train/<class>/<image> and test/ (or val/) in a folder or archive; one-line errors for bad layouts."""
+    files = [m for m in src.members if not any(part.startswith(".") for part in m.split("/"))]
+    tops = {m.split("/")[0] for m in files}
+    prefix = ""
+    if "train" not in tops and len(tops) == 1:  # archives often hold 'cifar10/train/...'
+        prefix = next(iter(tops)) + "/"
+        files = [m[len(prefix):] for m in files]
+    splits: Dict[str, List[Tuple[str, str]]] = collections.defaultdict(list)
+    for m in files:
+        parts = m.split("/")
+        if len(parts) == 3:
+            splits[parts[0]].append((parts[1], m))
+    test_split = "test" if "test" in splits else ("val" if "val" in splits else None)
+    if "train" not in splits or test_split is None:
+        raise EvopruneError(f"image folder '{path}' needs train/<class>/<image> and test/ (or val/) subfolders")
+    classes = sorted({c for c, _ in splits["train"]})
+    if len(classes) < 2:
+        raise EvopruneError(f"image folder '{path}': train/ needs at least 2 class folders, found {len(classes)}")
+    test_classes = {c for c, _ in splits[test_split]}
+    if test_classes != set(classes):
+        only_test = sorted(test_classes - set(classes))
+        only_train = sorted(set(classes) - test_classes)
+        what = (f"class '{only_test[0]}' in {test_split}/ is missing from train/" if only_test
+                else f"class '{only_train[0]}' in train/ is missing from {test_split}/")
+        raise EvopruneError(f"image folder '{path}': {what} ({len(only_test) + len(only_train)} class folders "
+                            f"differ); train/ and {test_split}/ must hold the same class folders")
+    for sp in ("train", test_split):
+        for _, m in splits[sp]:
+            if os.path.splitext(m)[1].lower() not in IMAGE_EXTS:
+                raise EvopruneError(f"image folder '{path}': '{m}' is not an image file (extensions allowed: "
+                                    f"{', '.join(sorted(IMAGE_EXTS))}); remove it")
+    key = lambda t: t[1]  # noqa: E731 - sorted by path: the same order on every machine
+    return _Layout(prefix, classes, sorted(splits["train"], key=key), sorted(splits[test_split], key=key), test_split)
+
+
+def check_image_size(image_size: Optional[int]) -> None:
+    if image_size is not None and int(image_size) < MIN_IMAGE_SIZE:
+        raise EvopruneError(f"--image-size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}")
+
+
+def parse_memory(text: Any) -> int:
+    """'4GB', '500MB', '2GiB' or a number of bytes -> bytes."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    t = str(text).strip().upper().replace(" ", "")
+    units = {"KIB": 2 ** 10, "MIB": 2 ** 20, "GIB": 2 ** 30, "TIB": 2 ** 40, "KB": 10 ** 3, "MB": 10 ** 6,
+             "GB": 10 ** 9, "TB": 10 ** 12, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "B": 1}
+    for u, mult in units.items():
+        if t.endswith(u):
+            num = t[: -len(u)]
+            break
+    else:
+        num, mult = t, 1
+    try:
+        value = float(num)
+    except ValueError:
+        raise EvopruneError(f"--data-memory '{text}' is not a size; give e.g. 4GB, 500MB or a number of bytes") from None
+    if value <= 0:
+        raise EvopruneError(f"--data-memory must be positive, got '{text}'")
+    return int(value * mult)
+
+
+def _peek(src: "_Source", layout: _Layout, n: int = 16):
+    """Sizes and modes of ``n`` images spread over the training split (decides memory vs stream, image size)."""
+    items = layout.train
+    step = max(1, len(items) // n)
+    return [_decode(src.read(layout.prefix + m), m) for _, m in items[::step][:n]]
+
+
+def _square_size(sizes, image_size: Optional[int]) -> int:
+    if image_size:
+        return int(image_size)
+    w, h = collections.Counter(sizes).most_common(1)[0][0]
+    return int(min(w, h))
+
+
 @DATASETS.register("imagefolder:")
-def load_imagefolder(spec: str, data_dir: Optional[str] = None, image_size: Optional[int] = None) -> ImageData:
+def load_imagefolder(spec: str, data_dir: Optional[str] = None, image_size: Optional[int] = None,
+                     mode: str = "auto", memory_budget: Any = DEFAULT_DATA_MEMORY):
     """imagefolder:PATH -- folder/.tar(.gz) with train/<class>/ and test/ (or val/) subfolders"""
+    check_image_size(image_size)
+    if mode not in DATA_MODES:
+        raise EvopruneError(f"--data-mode must be one of {', '.join(DATA_MODES)}, got '{mode}'")
     raw = spec.split(":", 1)[1] if spec.startswith("imagefolder:") else spec
     if not raw:
         raise EvopruneError("imagefolder needs a path: --data imagefolder:PATH")
@@ -234,69 +352,12 @@ def load_imagefolder(spec: str, data_dir: Optional[str] = None, image_size: Opti
         path = Path(data_dir) / path
     if not path.exists():
         raise EvopruneError(f"image folder '{path}' does not exist")
-
-    def build():
-        src = _Source(path)
-        files = [m for m in src.members if not any(part.startswith(".") for part in m.split("/"))]
-        # strip one leading wrapper folder (archives often hold 'cifar10/train/...')
-        tops = {m.split("/")[0] for m in files}
-        if "train" not in tops and len(tops) == 1:
-            lead = next(iter(tops)) + "/"
-            files = [m[len(lead):] for m in files]
-            prefix = lead
-        else:
-            prefix = ""
-        splits: Dict[str, List[Tuple[str, str]]] = collections.defaultdict(list)
-        for m in files:
-            parts = m.split("/")
-            if len(parts) != 3:
-                continue
-            split, cls, fname = parts
-            splits[split].append((cls, m))
-        test_split = "test" if "test" in splits else ("val" if "val" in splits else None)
-        if "train" not in splits or test_split is None:
-            raise EvopruneError(f"image folder '{path}' needs train/<class>/<image> and test/ (or val/) subfolders")
-        classes = sorted({c for c, _ in splits["train"]})
-        if len(classes) < 2:
-            raise EvopruneError(f"image folder '{path}': train/ needs at least 2 class folders, found {len(classes)}")
-        cindex = {c: i for i, c in enumerate(classes)}
-        for c, m in splits[test_split]:
-            if c not in cindex:
-                raise EvopruneError(f"image folder '{path}': class '{c}' in {test_split}/ is missing from train/")
-        for sp in ("train", test_split):
-            for _, m in splits[sp]:
-                ext = os.path.splitext(m)[1].lower()
-                if ext not in IMAGE_EXTS:
-                    raise EvopruneError(
-                        f"image folder '{path}': '{m}' is not an image file (extensions allowed: "
-                        f"{', '.join(sorted(IMAGE_EXTS))}); remove it"
-                    )
-        imgs = {sp: [(_decode(src.read(prefix + m), m), cindex[c]) for c, m in sorted(splits[sp], key=lambda t: t[1])]
-                for sp in ("train", test_split)}
-        everything = imgs["train"] + imgs[test_split]
-        gray = all(im.mode in ("L", "1", "I;16", "I") for im, _ in everything)
-        mode = "L" if gray else "RGB"
-        if image_size:
-            size = (int(image_size), int(image_size))
-        else:
-            size = collections.Counter(im.size for im, _ in everything).most_common(1)[0][0]
-
-        def stack(items):
-            arrs = []
-            for im, _ in items:
-                im = im.convert(mode)
-                if im.size != size:
-                    im = im.resize(size)
-                a = np.asarray(im, dtype=np.uint8)
-                arrs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-            return torch.from_numpy(np.stack(arrs)), torch.tensor([y for _, y in items], dtype=torch.long)
-
-        xtr, ytr = stack(imgs["train"])
-        xte, yte = stack(imgs[test_split])
-        return {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte, "classes": classes}
-
+    if mode == "auto":
+        mode = _choose_mode(path, image_size, parse_memory(memory_budget))
+    if mode == "stream":
+        return _stream_imagefolder(path, raw, image_size)
     key = _file_key(path, f"imagefolder-{image_size}") if path.is_file() else None
-    d = _cached(key, build) if key else build()
+    d = _cached(key, lambda: _decode_imagefolder(path, image_size)) if key else _decode_imagefolder(path, image_size)
     x = d["x_train"].float() / 255.0
     mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
     std = tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3)))
@@ -304,16 +365,113 @@ def load_imagefolder(spec: str, data_dir: Optional[str] = None, image_size: Opti
                      mean, std, str(path))
 
 
-def load_dataset(name: str, data_dir: Optional[str] = None, image_size: Optional[int] = None) -> ImageData:
-    """Load a dataset by name (see module docstring). Errors are one line and say what to fix."""
+def _choose_mode(path: Path, image_size: Optional[int], budget: int) -> str:
+    """'memory' when the decoded uint8 tensors fit ``budget`` bytes, else 'stream'."""
+    if path.is_file() and (cache_dir() / f"{_file_key(path, f'imagefolder-{image_size}')}.pt").exists():
+        return "memory"  # decoded into the cache by an earlier run
+    src = _Source(path)
+    layout = _scan(src, path)
+    imgs = _peek(src, layout)
+    size = _square_size([im.size for im in imgs], image_size)
+    channels = 1 if all(im.mode in ("L", "1", "I;16", "I") for im in imgs) else 3
+    need = (len(layout.train) + len(layout.test)) * channels * size * size
+    return "memory" if need <= budget else "stream"
+
+
+def _decode_imagefolder(path: Path, image_size: Optional[int]) -> Dict[str, Any]:
+    from .streaming import resize_crop
+
+    src = _Source(path)
+    layout = _scan(src, path)
+    cindex = {c: i for i, c in enumerate(layout.classes)}
+    imgs = {sp: [(_decode(src.read(layout.prefix + m), m), cindex[c]) for c, m in items]
+            for sp, items in (("train", layout.train), ("test", layout.test))}
+    everything = imgs["train"] + imgs["test"]
+    gray = all(im.mode in ("L", "1", "I;16", "I") for im, _ in everything)
+    mode = "L" if gray else "RGB"
+    sizes = collections.Counter(im.size for im, _ in everything)
+    size = _square_size(list(sizes.elements()), image_size)
+    if len(sizes) > 1 and not image_size:
+        warnings.warn(f"image folder '{path}' holds images of {len(sizes)} sizes; each is resized (shorter side) and "
+                      f"centre-cropped to {size}x{size}; give --image-size to choose the size")
+
+    def stack(items):
+        arrs = []
+        for im, _ in items:
+            im = im.convert(mode)
+            if im.size != (size, size):
+                im = resize_crop(im, size, size)
+            a = np.asarray(im, dtype=np.uint8)
+            arrs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        return torch.from_numpy(np.stack(arrs)), torch.tensor([y for _, y in items], dtype=torch.long)
+
+    xtr, ytr = stack(imgs["train"])
+    xte, yte = stack(imgs["test"])
+    return {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte, "classes": layout.classes}
+
+
+def _stream_imagefolder(path: Path, raw: str, image_size: Optional[int]):
+    from .streaming import FolderData, estimate_stats, extract_archive, open_image
+
+    root = path
+    if path.is_file():  # an archive is unpacked once into the cache; then read like a folder
+        root = extract_archive(path, cache_dir() / "extracted" / _file_key(path, "tree"))
+    src = _Source(root)
+    layout = _scan(src, path)
+    base = root / layout.prefix if layout.prefix else root
+    cindex = {c: i for i, c in enumerate(layout.classes)}
+    train = [(str(base / m), cindex[c]) for c, m in layout.train]
+    test = [(str(base / m), cindex[c]) for c, m in layout.test]
+    peek = [open_image(f, "RGB").size for f, _ in train[:: max(1, len(train) // 16)][:16]]
+    from PIL import Image
+
+    with Image.open(train[0][0]) as im0:
+        gray = im0.mode in ("L", "1", "I;16", "I")
+    size = _square_size(peek, image_size)
+    mode = "L" if gray else "RGB"
+    mean, std = estimate_stats(train, size, mode)
+    return FolderData(f"imagefolder:{raw}", root, train, test, list(layout.classes), mean, std,
+                      1 if gray else 3, size, str(path))
+
+
+def load_dataset(name: str, data_dir: Optional[str] = None, image_size: Optional[int] = None,
+                 mode: str = "auto", memory_budget: Any = DEFAULT_DATA_MEMORY):
+    """Load a dataset by name (see module docstring). Errors are one line and say what to fix.
+
+    ``mode``: ``memory`` decodes everything into uint8 tensors (:class:`ImageData`), ``stream`` reads an image folder
+    from disk batch by batch (:class:`evoprune.streaming.FolderData`), ``auto`` streams an image folder whose
+    decoded size would exceed ``memory_budget`` bytes (or '4GB'-style text). ``image_size`` resizes (shorter side)
+    and centre-crops every image.
+    """
+    check_image_size(image_size)
+    if mode not in DATA_MODES:
+        raise EvopruneError(f"--data-mode must be one of {', '.join(DATA_MODES)}, got '{mode}'")
     loader = DATASETS.get(name)
     if loader is load_imagefolder:
-        data = loader(name, data_dir=data_dir, image_size=image_size)
+        data = loader(name, data_dir=data_dir, image_size=image_size, mode=mode, memory_budget=memory_budget)
     else:
+        if mode == "stream":
+            raise EvopruneError(f"--data-mode stream reads image folders (imagefolder:PATH); '{name}' is always held "
+                                "in memory, use --data-mode memory or auto")
         data = loader(data_dir=data_dir, image_size=image_size)
-    if len(data.x_train) == 0 or len(data.x_test) == 0:
-        raise EvopruneError(f"dataset '{name}' is empty (train {len(data.x_train)}, test {len(data.x_test)} images)")
+        if image_size and data.image_size != int(image_size):
+            data = _resized(data, int(image_size))
+    if data.n_train == 0 or data.n_test == 0:
+        raise EvopruneError(f"dataset '{name}' is empty (train {data.n_train}, test {data.n_test} images)")
     return data
+
+
+def _resized(data: "ImageData", size: int) -> "ImageData":
+    """The same images resized to ``size`` x ``size`` (bilinear on the uint8 tensors, as --image-size asks)."""
+    def rs(x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for i in range(0, len(x), 1024):
+            xb = torch.nn.functional.interpolate(x[i:i + 1024].float(), size=(size, size), mode="bilinear",
+                                                 antialias=True, align_corners=False)
+            out.append(xb.round_().clamp_(0, 255).to(torch.uint8))
+        return torch.cat(out)
+
+    return dataclasses.replace(data, x_train=rs(data.x_train), x_test=rs(data.x_test))
 
 
 # ------------------------------------------------------------------------------------------------------ batching
@@ -358,6 +516,24 @@ class BatchLoader:
         self.epoch = 0
         self.start_batch = 0
         self.rank, self.world = shard
+
+    @property
+    def n_images(self) -> int:
+        return int(len(self.x))
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.y
+
+    def with_options(self, **changes: Any) -> "BatchLoader":
+        """A loader over the same images (or ``indices`` of them) with some settings changed."""
+        kw = dict(batch_size=self.batch_size, mean=self.mean.flatten().tolist(), std=self.std.flatten().tolist(),
+                  shuffle=self.shuffle, augment=self.augment, seed=self.seed, drop_last=self.drop_last,
+                  device=self.device, channels_last=self.channels_last, shard=(self.rank, self.world))
+        idx = changes.pop("indices", None)
+        kw.update(changes)
+        x, y = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
+        return BatchLoader(x, y, **kw)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
@@ -414,18 +590,22 @@ def _crop_flip(xb: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, pad:
 
 @dataclass
 class Loaders:
-    """The three loaders every command uses: augmented training, held-out calibration, test."""
+    """The three loaders every command uses: augmented training, held-out calibration, test.
 
-    train: BatchLoader
-    calib: BatchLoader
-    test: BatchLoader
-    data: ImageData
+    Each is a :class:`BatchLoader` (in memory) or a :class:`evoprune.streaming.StreamLoader` (from disk); both
+    have ``set_epoch``, ``with_options``, ``n_images`` and ``len``, and yield normalised ``(x, y)`` batches.
+    """
+
+    train: Any
+    calib: Any
+    test: Any
+    data: Any
     calib_idx: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     def calib_batches(self, n_batches: Optional[int] = None, batch_size: Optional[int] = None) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """The first ``n_batches`` calibration batches (no augmentation), materialised."""
-        loader = self.calib if batch_size is None else BatchLoader(
-            self.calib.x, self.calib.y, batch_size, self.data.mean, self.data.std, device=self.calib.device)
+        loader = self.calib if batch_size is None else self.calib.with_options(batch_size=batch_size, shuffle=False,
+                                                                               augment=False, drop_last=False)
         out = []
         for i, b in enumerate(loader):
             if n_batches is not None and i >= n_batches:
@@ -435,8 +615,8 @@ class Loaders:
 
     def train_batches(self, n_batches: int, batch_size: Optional[int] = None, seed: int = 0) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """``n_batches`` un-augmented shuffled training batches (for BN re-estimation and calibration statistics)."""
-        loader = BatchLoader(self.train.x, self.train.y, batch_size or self.train.batch_size, self.data.mean,
-                             self.data.std, shuffle=True, seed=seed + 99, device=self.train.device)
+        loader = self.train.with_options(batch_size=batch_size or self.train.batch_size, shuffle=True, augment=False,
+                                         seed=seed + 99, drop_last=False, channels_last=False, shard=(0, 1))
         out = []
         for i, b in enumerate(loader):
             if i >= n_batches:
@@ -445,16 +625,30 @@ class Loaders:
         return out
 
 
-def make_loaders(data: ImageData, batch_size: int = 128, seed: int = 0, calib_size: Optional[int] = None,
+def make_loaders(data, batch_size: int = 128, seed: int = 0, calib_size: Optional[int] = None,
                  device: torch.device | str = "cpu", channels_last: bool = False, eval_batch_size: int = 256,
-                 limit_train: Optional[int] = None, shard: Tuple[int, int] = (0, 1)) -> Loaders:
-    """Training / calibration / test loaders. The calibration split is held out of training."""
-    n = len(data.x_train)
+                 limit_train: Optional[int] = None, shard: Tuple[int, int] = (0, 1), workers: int = 2) -> Loaders:
+    """Training / calibration / test loaders. The calibration split is held out of training.
+
+    ``data`` is an in-memory :class:`ImageData` or a streamed :class:`evoprune.streaming.FolderData`
+    (``workers`` decoding processes); the split, the batch order and the loaders' interface are the same.
+    """
+    n = data.n_train
     calib_size = default_calib_size(n) if calib_size is None else calib_size
     tr_idx, ca_idx = split_calibration(n, calib_size, seed=0)  # fixed split: the same across seeds and commands
     if limit_train:
         tr_idx = tr_idx[:limit_train]
     kw = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
+    if getattr(data, "streaming", False):
+        from .streaming import StreamLoader
+
+        kw.update(image_size=data.image_size, in_channels=data.in_channels, workers=workers)
+        train_files = [data.train_files[int(i)] for i in tr_idx]
+        train = StreamLoader(train_files, batch_size, shuffle=True, augment=True, seed=seed,
+                             drop_last=len(train_files) >= batch_size, shard=shard, **kw)
+        calib = StreamLoader([data.train_files[int(i)] for i in ca_idx], eval_batch_size, **kw)
+        test = StreamLoader(data.test_files, eval_batch_size, **kw)
+        return Loaders(train, calib, test, data, ca_idx)
     train = BatchLoader(data.x_train[tr_idx], data.y_train[tr_idx], batch_size, shuffle=True, augment=True, seed=seed,
                         drop_last=len(tr_idx) >= batch_size, shard=shard, **kw)
     calib = BatchLoader(data.x_train[ca_idx], data.y_train[ca_idx], eval_batch_size, **kw)

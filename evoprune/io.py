@@ -229,28 +229,95 @@ def environment_info(device: Optional[str] = None, seed: Optional[int] = None) -
     return info
 
 
+_RUN_LOCKS: Dict[str, int] = {}  # lock file -> open descriptor, held by this process
+
+
+def lock_run_dir(out: PathLike) -> None:
+    """Hold an exclusive lock on run directory ``out`` for this process (a ``.NAME.lock`` file beside it).
+
+    A second evoprune process given the same ``--out`` is refused in one line instead of mixing its files into the
+    first one's (or deleting them with ``--overwrite``). The lock is released by :func:`release_run_locks` (every
+    command does at its end) or when the process exits, also when it is killed.
+    """
+    out = Path(out).absolute()
+    lock = out.parent / f".{out.name}.lock"
+    if str(lock) in _RUN_LOCKS:
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return
+    while True:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(str(lock), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return  # a read-only parent: the run directory checks report it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            try:
+                other = Path(lock).read_text().strip() or "another process"
+            except OSError:
+                other = "another process"
+            raise EvopruneError(f"run directory '{out}' is in use by another evoprune command (pid {other}); wait "
+                                "for it to finish or choose another --out") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the one on disk
+            if os.fstat(fd).st_ino == os.stat(str(lock)).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _RUN_LOCKS[str(lock)] = fd
+
+
+def release_run_locks() -> None:
+    """Release every run-directory lock this process holds."""
+    for path, fd in list(_RUN_LOCKS.items()):
+        try:
+            os.unlink(path)  # while still held: nothing of ours is left beside the run directory
+        except OSError:
+            pass
+        try:
+            os.close(fd)  # closing the descriptor drops the flock
+        except OSError:
+            pass
+        _RUN_LOCKS.pop(path, None)
+
+
+def _refuse(out: Path, overwrite: bool, resume: bool) -> None:
+    """The one-line refusals of :func:`prepare_run_dir` (nothing on disk is touched before them)."""
+    if overwrite and resume:
+        raise EvopruneError("--overwrite and --resume contradict each other; choose one")
+    if out.exists() and not out.is_dir():
+        raise EvopruneError(f"output path '{out}' exists and is a file; choose another --out")
+    used = out.exists() and any(out.iterdir())
+    if resume and not used:
+        raise EvopruneError(f"cannot --resume: run directory '{out}' does not exist")
+    if used and not (resume or overwrite):
+        raise EvopruneError(
+            f"output directory '{out}' already exists; pass --resume to continue it or --overwrite to replace it"
+        )
+
+
 def prepare_run_dir(out: PathLike, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create the run directory ``out``.
+    """Create the run directory ``out`` and lock it for this process (see :func:`lock_run_dir`).
 
     An existing non-empty directory is refused unless ``resume`` (continue it) or ``overwrite`` (replace it).
     Call this only after all inputs are validated, so a bad flag never destroys an earlier run.
     """
     out = Path(out)
-    if overwrite and resume:
-        raise EvopruneError("--overwrite and --resume contradict each other; choose one")
-    if out.exists() and not out.is_dir():
-        raise EvopruneError(f"output path '{out}' exists and is a file; choose another --out")
+    _refuse(out, overwrite, resume)
+    lock_run_dir(out)  # before anything is read, replaced or deleted
+    _refuse(out, overwrite, resume)  # again: another process may have written it before we held the lock
     if out.exists() and any(out.iterdir()):
         if resume:
             return out
-        if not overwrite:
-            raise EvopruneError(
-                f"output directory '{out}' already exists; pass --resume to continue it or --overwrite to replace it"
-            )
         _check_writable(out.parent if out.parent != Path("") else Path("."))
         shutil.rmtree(out)
-    elif resume:
-        raise EvopruneError(f"cannot --resume: run directory '{out}' does not exist")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

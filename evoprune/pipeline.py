@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import BatchLoader, Loaders
+from .data import Loaders
 from .errors import EvopruneError
 from .io import append_jsonl, read_json, read_jsonl, write_json
 
@@ -161,9 +161,7 @@ def adaptive_bn(model: nn.Module, batches: List[Tuple[torch.Tensor, torch.Tensor
 
 def _unit_loaders(loaders: Loaders, seed: int) -> Loaders:
     """The same data with a different shuffling seed (each unit's fine-tune sees its own batch stream)."""
-    t = loaders.train
-    train = BatchLoader(t.x, t.y, t.batch_size, loaders.data.mean, loaders.data.std, shuffle=True, augment=True,
-                        seed=seed, drop_last=t.drop_last, device=t.device, channels_last=t.channels_last)
+    train = loaders.train.with_options(shuffle=True, augment=True, seed=seed, shard=(0, 1))
     return dataclasses.replace(loaders, train=train)
 
 
@@ -339,13 +337,10 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
         save_checkpoint(str(out / "model.pt"), current.to("cpu"), fmeta)
         current.to(device)
         write_json(out / "results.json", report.to_json())
-        try:
-            from .plot import plot_keep_ratios, plot_trajectory
+        from .plot import plot_keep_ratios, plot_trajectory
 
-            plot_keep_ratios(report, out / "keep_ratios")
-            plot_trajectory(report, out / "trajectory")
-        except ImportError:
-            pass
+        plot_keep_ratios(report, out / "keep_ratios")
+        plot_trajectory(report, out / "trajectory")
     log(f"done: test top-1 {base['test_top1']:.4f} -> {final_test['top1']:.4f}; MACs x{final['macs_reduction']:.2f} "
         f"fewer, params x{final['params_reduction']:.2f} fewer ({report.wall_time_s:.0f}s)")
     return current, report
@@ -440,12 +435,9 @@ def compute_sensitivity(model: nn.Module, space, loaders: Loaders, cfg: PruneCon
 def save_sensitivity(sens, out: Path) -> None:
     write_json(out / "sensitivity.json", sens.to_json())
     sens.write_csv(out / "sensitivity.csv")
-    try:
-        from .plot import plot_sensitivity
+    from .plot import plot_sensitivity
 
-        plot_sensitivity(sens, out / "sensitivity")
-    except ImportError:
-        pass
+    plot_sensitivity(sens, out / "sensitivity")
 
 
 # --------------------------------------------------------------------------------------------------- progress

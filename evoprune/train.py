@@ -177,9 +177,7 @@ def shard_loader(loader: BatchLoader, rank: int, world: int) -> BatchLoader:
     if per_rank < 1:
         raise EvopruneError(f"--batch-size {loader.batch_size} is smaller than the {world} processes; "
                             f"use a batch size of at least {world} (it is the global batch, split across processes)")
-    return BatchLoader(loader.x, loader.y, per_rank, loader.mean.flatten().tolist(), loader.std.flatten().tolist(),
-                       shuffle=loader.shuffle, augment=loader.augment, seed=loader.seed, drop_last=loader.drop_last,
-                       device=loader.device, channels_last=loader.channels_last, shard=(rank, world))
+    return loader.with_options(batch_size=per_rank, shard=(rank, world))
 
 
 @torch.no_grad()
@@ -212,6 +210,23 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", max_b
     if n == 0:
         return {"top1": float("nan"), "top5": float("nan"), "loss": float("nan"), "n": 0}
     return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss / n, "n": n}
+
+
+def _guarded(loader, on_failure: Callable[[], None]):
+    """Iterate ``loader``; when a batch cannot be made (a streaming worker died, an unreadable image), save the
+    progress so far with ``on_failure`` before the error stops the run: ``--resume`` continues at that batch."""
+    from .streaming import DataLoaderError
+
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except DataLoaderError:
+            on_failure()
+            raise
+        yield batch
 
 
 def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.device | str = "cpu",
@@ -288,7 +303,8 @@ def fit(model: nn.Module, loaders: Loaders, cfg: TrainConfig, device: torch.devi
 
                 bar = tqdm(total=steps_per_epoch, initial=batch, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
                            dynamic_ncols=True, disable=None)  # None: off when stderr is not a TTY
-            for x, y in loaders.train:
+            batches = _guarded(loaders.train, lambda: save_state((seen, correct, run_loss)))
+            for x, y in batches:
                 loss, logits = loss_fn(net, x, y)
                 if not torch.isfinite(loss):
                     raise EvopruneError(f"training diverged (loss {float(loss)}) at step {step}; lower --lr")

@@ -124,8 +124,8 @@ def make_toolbox(problem: Any, *, init: Any = None, crossover: Any = None, mutat
     def individual() -> Any:
         return wrap(sample(1)[0], weights)
 
-    def population(n_ind: int) -> list:
-        return wrap_population(sample(n_ind), weights)
+    def population(n: int) -> list:  # DEAP's keyword: toolbox.population(n=60)
+        return wrap_population(sample(n), weights)
 
     def fix(ind: Any) -> None:
         ind[:] = problem.repair(np.asarray(ind, dtype=bool), rng)

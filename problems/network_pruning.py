@@ -373,7 +373,7 @@ class NetworkPruningProblem:
         lo, hi = self.lower.tolist(), self.upper.tolist()
         tb = base.Toolbox()
         tb.register("individual", lambda: wrap(self.sample(rng, 1)[0], self.weights))
-        tb.register("population", lambda n: [wrap(g, self.weights) for g in self.sample(rng, n)])
+        tb.register("population", lambda n: [wrap(g, self.weights) for g in self.sample(rng, n)])  # population(n=...)
         tb.register("mate", tools.cxSimulatedBinaryBounded, eta=eta_cx, low=lo, up=hi)
         tb.register("mutate", tools.mutPolynomialBounded, eta=eta_mut, low=lo, up=hi, indpb=indpb)
         if self.n_obj > 1:

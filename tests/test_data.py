@@ -30,7 +30,7 @@ def test_bundled_mini_cifar10():
 def test_imagefolder_grayscale_png(tmp_path):
     _make_tree(tmp_path, mode="L", size=(20, 24))
     d = load_dataset(f"imagefolder:{tmp_path}")
-    assert d.x_train.shape == (8, 1, 24, 20) or d.x_train.shape == (8, 1, 20, 24)
+    assert d.x_train.shape == (8, 1, 20, 20)  # square: shorter side kept, centre-cropped (never stretched)
     assert d.in_channels == 1 and d.classes == ["a", "b"]
 
 

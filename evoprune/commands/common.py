@@ -7,7 +7,6 @@ import json
 import math
 import os
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -15,6 +14,11 @@ import click
 
 from evoprune.errors import EvopruneError
 from evoprune.io import to_jsonable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, published as tomli before it joined the standard library
+    import tomli as tomllib
 
 
 class Ctx:
@@ -127,12 +131,48 @@ def finite(ctx, param, value):
 
 
 def data_options(f: Callable) -> Callable:
+    """--data, --data-dir and how the images are read (--image-size, --data-mode, --data-memory, --data-workers),
+    plus --num-classes; :func:`data_kwargs` turns them into ``build_setup`` arguments."""
+    from evoprune.data import DataOptions
+
+    d = DataOptions()
+    f = click.option("--num-classes", default=None, type=int, callback=positive,
+                     help="Replace the model's classifier by a fresh one with this many outputs (e.g. a "
+                          "1000-class torchvision state dict on a 10-class folder).")(f)
+    f = click.option("--data-workers", default=d.workers, show_default=True, type=int, callback=non_negative,
+                     help="Worker processes decoding images in stream mode (0: in this process).")(f)
+    f = click.option("--data-memory", default="2GiB", show_default=True,
+                     help="With --data-mode auto, image folders whose decoded images exceed this are streamed.")(f)
+    f = click.option("--data-mode", default=d.mode, show_default=True,
+                     type=click.Choice(["auto", "memory", "stream"]),
+                     help="memory: decode everything once into RAM (fast, small sets); stream: read from disk "
+                          "batch by batch (any size, ImageNet-style transforms above 64 px).")(f)
+    f = click.option("--image-size", default=None, type=int, callback=_image_size,
+                     help="Resize (shorter side) and centre-crop every image to this many pixels (>= 8).")(f)
     f = click.option("--data-dir", default=None, type=click.Path(file_okay=False),
                      help="Folder holding the dataset files (torchvision on-disk layout).")(f)
     f = click.option("--data", "data", default="mini-cifar10", show_default=True,
                      help="Dataset: cifar10, cifar100, svhn, mini-cifar10 (bundled) or imagefolder:PATH "
                           "(a folder or .tar.gz with train/ and test/ or val/).")(f)
     return f
+
+
+def _image_size(ctx, param, value):
+    from evoprune.data import MIN_IMAGE_SIZE
+
+    if value is not None and value < MIN_IMAGE_SIZE:
+        raise click.BadParameter(f"must be at least {MIN_IMAGE_SIZE} pixels, got {value}")
+    return value
+
+
+def data_kwargs(p: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``build_setup`` keywords for the data options of :func:`data_options`."""
+    from evoprune.data import DataOptions, parse_memory
+
+    return {"data_opts": DataOptions(image_size=p.get("image_size"), mode=p.get("data_mode", "auto"),
+                                     memory=parse_memory(p.get("data_memory", "2GiB")),
+                                     workers=p.get("data_workers", 2)),
+            "num_classes": p.get("num_classes")}
 
 
 def worker_options(f: Callable) -> Callable:
@@ -189,6 +229,10 @@ def handle_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             click.echo("interrupted; run again with --resume to continue", err=True)
             sys.exit(130)
+        finally:
+            from evoprune.io import release_run_locks
+
+            release_run_locks()
 
     return wrapper
 

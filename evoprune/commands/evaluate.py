@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from evoprune.commands.common import apply_config, data_options, echo, emit_json, handle_errors, positive
+from evoprune.commands.common import apply_config, data_kwargs, data_options, echo, emit_json, handle_errors, positive
 
 
 @click.command()
@@ -27,7 +27,7 @@ def evaluate(ctx, **params) -> None:
 
     device = resolve_device(p["device"])
     s = build_setup(p["data"], p["data_dir"], p["model_name"], p["width"], p["checkpoint"], device,
-                    batch_size=p["batch_size"])
+                    batch_size=p["batch_size"], **data_kwargs(p))
     s.loaders.test.batch_size = p["batch_size"]
     ev = run_eval(s.model, s.loaders.test, device)
     res = {"checkpoint": p["checkpoint"], "arch": s.meta.get("arch"), "dataset": s.data.name, "test_top1": ev["top1"],

@@ -5,7 +5,7 @@ import time
 
 import click
 
-from evoprune.commands.common import (Ctx, apply_config, data_options, default_out, echo, emit_json, handle_errors,
+from evoprune.commands.common import (Ctx, apply_config, data_kwargs, data_options, default_out, echo, emit_json, handle_errors,
                                       non_negative, positive, run_options)
 from evoprune.errors import EvopruneError
 
@@ -14,6 +14,7 @@ from evoprune.errors import EvopruneError
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Student: the pruned model.")
 @click.option("--teacher", default=None, type=click.Path(dir_okay=False),
               help="Teacher checkpoint for KD (the unpruned original); without it, cross-entropy.")
+@click.option("--model", "model_name", default=None, help="Architecture, only for plain state-dict files.")
 @data_options
 @click.option("--epochs", default=5, show_default=True, type=int, callback=positive)
 @click.option("--lr", default=0.01, show_default=True, type=float, callback=positive)
@@ -53,8 +54,8 @@ def _finetune(p, cfg, loss: str, device, rank: int) -> None:
     from evoprune.train import evaluate, fit, on_rank0
 
     seed_everything(p["seed"])
-    s = build_setup(p["data"], p["data_dir"], None, 1.0, p["checkpoint"], device, batch_size=p["batch_size"],
-                    seed=p["seed"], calib_size=p["calib_size"])
+    s = build_setup(p["data"], p["data_dir"], p.get("model_name"), 1.0, p["checkpoint"], device,
+                    batch_size=p["batch_size"], seed=p["seed"], calib_size=p["calib_size"], **data_kwargs(p))
     loss_fn = ce_loss()
     if loss == "kd":
         teacher, _ = load_model(p["teacher"])

@@ -12,10 +12,7 @@ def _import_all() -> None:
 
     for mod in ("evoprune.models", "evoprune.data", "evoprune.operators", "evoprune.problems", "evoprune.strategies",
                 "evoprune.fitness", "evoprune.pruning"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError:
-            pass
+        importlib.import_module(mod)
 
 
 @click.command("list")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from evoprune.commands.common import (Ctx, apply_config, data_options, default_out, echo, emit_json, handle_errors,
+from evoprune.commands.common import (Ctx, apply_config, data_kwargs, data_options, default_out, echo, emit_json, handle_errors,
                                       non_negative, positive, run_options, worker_options)
 from evoprune.errors import EvopruneError
 
@@ -41,7 +41,7 @@ def _load(p, device=None):
     device = resolve_device(p["device"]) if device is None else device
     seed_everything(p["seed"])
     s = build_setup(p["data"], p["data_dir"], p["model_name"], 1.0, p["checkpoint"], device,
-                    batch_size=p["batch_size"], seed=p["seed"], calib_size=p["calib_size"])
+                    batch_size=p["batch_size"], seed=p["seed"], calib_size=p["calib_size"], **data_kwargs(p))
     s.meta["source"] = str(p["checkpoint"])
     return s
 

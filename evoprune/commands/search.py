@@ -99,14 +99,10 @@ def parse_seeds(seeds: str, first: int) -> List[int]:
 
 # ---------------------------------------------------------------------------------------------------- problems
 def _import_problem_modules() -> None:
-    """Import the problem modules so their factories are registered (missing ones are skipped)."""
+    """Import the problem modules so their factories are registered."""
     for mod in ("evoprune.problems", "evoprune.problems.benchmarks", "evoprune.problems.channel_selection",
                 "evoprune.problems.network_pruning"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+        importlib.import_module(mod)
 
 
 def _accepts(fn: Callable, key: str) -> bool:

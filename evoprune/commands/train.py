@@ -5,7 +5,7 @@ import time
 
 import click
 
-from evoprune.commands.common import (apply_config, data_options, default_out, echo, emit_json, handle_errors,
+from evoprune.commands.common import (apply_config, data_kwargs, data_options, default_out, echo, emit_json, handle_errors,
                                       non_negative, positive, run_options, Ctx)
 
 
@@ -59,7 +59,7 @@ def _train(p, cfg, device, rank: int, world: int) -> None:
     seed_everything(p["seed"])  # same seed on every rank: same initial weights (DDP also broadcasts rank 0's)
     s = build_setup(p["data"], p["data_dir"], p["model_name"], p["width"], p["checkpoint"], device,
                     batch_size=p["batch_size"], seed=p["seed"], calib_size=p["calib_size"],
-                    channels_last=p["channels_last"])
+                    channels_last=p["channels_last"], **data_kwargs(p))
 
     def setup_run_dir():
         out = prepare_run_dir(p["out"] or default_out("train"), p["overwrite"], p["resume"])
@@ -78,8 +78,8 @@ def _train(p, cfg, device, rank: int, world: int) -> None:
 
     out = on_rank0(setup_run_dir)  # rank 0 creates it; every rank learns its path (or rank 0's error)
     procs = f" on {world} processes (DDP, {'nccl' if device.type == 'cuda' else 'gloo'})" if world > 1 else ""
-    echo(f"training {p['model_name']} (width {p['width']}) on {s.data.name}: {len(s.loaders.train.x)} train / "
-         f"{len(s.loaders.calib.x)} calib / {len(s.data.x_test)} test images, {cfg.epochs} epochs{procs} -> {out}")
+    echo(f"training {p['model_name']} (width {p['width']}) on {s.data.name}: {s.loaders.train.n_images} train / "
+         f"{s.loaders.calib.n_images} calib / {s.loaders.test.n_images} test images, {cfg.epochs} epochs{procs} -> {out}")
     t0 = time.perf_counter()
 
     def on_epoch(e, rec):

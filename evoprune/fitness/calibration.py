@@ -53,16 +53,14 @@ class CalibrationData:
         batches (``loaders.calib_batches``) would cover a few classes only: measured on CIFAR-10, two such
         held-out sets ranked the same 60 masks with Spearman -0.73. Shuffling fixes that.
         """
-        from evoprune.data import BatchLoader
-
         if train_batches < 1:
             raise EvopruneError(f"calibration needs at least 1 training batch, got {train_batches}")
         train = loaders.train_batches(train_batches, batch_size=batch_size, seed=seed)
         held = []
         if held_out_batches:
             c = loaders.calib
-            shuffled = BatchLoader(c.x, c.y, batch_size or c.batch_size, loaders.data.mean, loaders.data.std,
-                                   shuffle=True, seed=seed + 31, device=c.device)
+            shuffled = c.with_options(batch_size=batch_size or c.batch_size, shuffle=True, augment=False,
+                                      seed=seed + 31, drop_last=False, channels_last=False)
             for i, b in enumerate(shuffled):
                 if i >= held_out_batches:
                     break

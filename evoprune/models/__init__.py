@@ -50,3 +50,39 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, width: 
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def size_kwargs(name: str, image_size: int) -> dict:
+    """``{"image_size": ...}`` for factories that adapt to the input size (the zoo VGGs), else ``{}``."""
+    try:
+        factory = MODELS.get(name)
+        params = inspect.signature(factory).parameters
+    except (EvopruneError, TypeError, ValueError):
+        return {}
+    return {"image_size": int(image_size)} if "image_size" in params else {}
+
+
+def classifier_outputs(state_dict: dict) -> "int | None":
+    """The number of classes of a plain state dict: the first dimension of its last 2-D weight (the classifier)."""
+    last = None
+    for k, v in state_dict.items():
+        if k.endswith("weight") and getattr(v, "ndim", 0) == 2:
+            last = v
+    return int(last.shape[0]) if last is not None else None
+
+
+def replace_classifier(model: nn.Module, num_classes: int) -> str:
+    """Swap the last ``nn.Linear`` for a freshly initialised one with ``num_classes`` outputs; returns its name."""
+    name, last = None, None
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            name, last = n, m
+    if last is None:
+        raise EvopruneError("--num-classes needs a model whose classifier is a Linear layer; this one has none")
+    new = nn.Linear(last.in_features, int(num_classes), bias=last.bias is not None)
+    parent = model
+    parts = name.split(".")
+    for p in parts[:-1]:
+        parent = getattr(parent, p)
+    setattr(parent, parts[-1], new)
+    return name

@@ -105,6 +105,11 @@ def load_model(path: str, arch: Optional[str] = None, model_kwargs: Optional[Dic
             raise EvopruneError(f"checkpoint '{path}' is a plain state dict; pass --model to say its architecture")
         meta["arch"] = arch
         meta["model_kwargs"] = dict(model_kwargs or {})
+        from . import classifier_outputs
+
+        n = classifier_outputs(ck["state_dict"])  # a plain file keeps its own head (e.g. 1000 ImageNet classes)
+        if n is not None:
+            meta["model_kwargs"]["num_classes"] = n
     model = build_from_meta(meta)
     load_state_strict(model, ck["state_dict"], path)
     return model, meta

@@ -1,7 +1,7 @@
 """CIFAR-style VGG with BatchNorm and a width multiplier (one linear classifier after global pooling)."""
 from __future__ import annotations
 
-from typing import List, Union
+from typing import List, Optional, Union
 
 import torch
 from torch import nn
@@ -22,15 +22,23 @@ class VGG(nn.Module):
     """VGG-BN for small images. ``width`` scales every conv's channels (at least 1 each).
 
     Global average pooling before the classifier makes the network accept any input size >= 32;
-    for 32x32 inputs the pool is over a 1x1 map, so it equals the classic CIFAR VGG.
+    for 32x32 inputs the pool is over a 1x1 map, so it equals the classic CIFAR VGG. Given ``image_size``, the
+    max-poolings that would shrink the map below 1 pixel are left out (28x28 MNIST-like images keep four of five;
+    8x8 keep three), so the model trains on inputs from 8 px up; ``image_size`` is recorded in the checkpoint.
     """
 
-    def __init__(self, cfg: List[Union[int, str]], num_classes: int = 10, in_channels: int = 3, width: float = 1.0):
+    def __init__(self, cfg: List[Union[int, str]], num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+                 image_size: Optional[int] = None):
         super().__init__()
         layers: List[nn.Module] = []
         c = in_channels
+        side = image_size
         for v in cfg:
             if v == "M":
+                if side is not None:
+                    if side // 2 < 1:
+                        continue
+                    side //= 2
                 layers.append(nn.MaxPool2d(2, 2))
             else:
                 out = max(1, int(round(int(v) * width)))
@@ -46,8 +54,9 @@ class VGG(nn.Module):
 
 
 def _make(name: str):
-    def factory(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> VGG:
-        return VGG(CFGS[name], num_classes=num_classes, in_channels=in_channels, width=width)
+    def factory(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+                image_size: Optional[int] = None) -> VGG:
+        return VGG(CFGS[name], num_classes=num_classes, in_channels=in_channels, width=width, image_size=image_size)
 
     factory.__name__ = name
     factory.__doc__ = f"CIFAR {name.upper()}-BN ({sum(1 for v in CFGS[name] if v != 'M')} convs), width multiplier"

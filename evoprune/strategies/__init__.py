@@ -16,14 +16,10 @@ from evoprune.errors import EvopruneError
 from evoprune.registry import STRATEGIES
 from evoprune.strategies.base import BudgetedEvaluator, BudgetExhausted, Result, seeded_rngs
 
-# Modules that register strategies; ones not written yet are skipped so the package always imports.
-_MODULES = ("ga", "nsga2", "cmaes", "random_search", "baselines")
+# Modules that register strategies (imported for that side effect; a failing import is an error, not a skip).
+_MODULES = ("ga", "nsga2", "cmaes", "random_search")
 for _m in _MODULES:
-    try:
-        importlib.import_module(f"{__name__}.{_m}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"{__name__}.{_m}":
-            raise
+    importlib.import_module(f"{__name__}.{_m}")
 
 __all__ = ["Result", "BudgetedEvaluator", "BudgetExhausted", "seeded_rngs", "get_strategy", "run_strategy",
            "compare", "strategy_accepts", "check_compatible"]

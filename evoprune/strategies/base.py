@@ -129,10 +129,8 @@ class BudgetedEvaluator:
 
 def _workers(map_fn: Callable) -> Optional[int]:
     """One chunk per worker of an :mod:`evoprune.parallel` backend (``None`` for a plain ``map``)."""
-    try:
-        from evoprune.parallel import backend_workers
-    except ImportError:  # pragma: no cover
-        return None
+    from evoprune.parallel import backend_workers
+
     return backend_workers(map_fn)
 
 

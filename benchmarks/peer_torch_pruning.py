@@ -1,0 +1,225 @@
+"""What a practitioner would otherwise run: Torch-Pruning on the same baseline, data split and KD fine-tune loop.
+
+For one finished ``evoprune prune`` run directory of ours (``--ours``; its MACs, params and optimiser steps are the
+budget), on the same baseline checkpoint, the same calibration/training split, batch size and the same KD loss
+(:func:`evoprune.distill.kd_loss`, teacher = the baseline) through the same loop (:func:`evoprune.train.fit`):
+
+* ``tp-l1-uniform``: Torch-Pruning 1.6 ``MetaPruner`` + ``MagnitudeImportance(p=1)``, one ratio for every layer
+  (Li et al.'s L1 filter pruning, the "ten lines" of its README);
+* ``tp-group-global``: ``GroupMagnitudeImportance`` with ``global_pruning=True`` (ratios found by the importance);
+
+each bisected on the pruning ratio to our pruned model's MACs (``@macs``) and, separately, to its parameters
+(``@params``), then fine-tuned for exactly as many optimiser steps as our pipeline took (per-unit steps included:
+``finetune_steps x units + finetune_epochs x steps per epoch``), one cosine schedule at our fine-tune LR. Liu et
+al.'s (2019) controls, with ``--controls``:
+
+* ``scratch``: our pruned architecture, freshly initialised, trained with cross-entropy for the baseline's epochs
+  plus our fine-tune epochs at the baseline's LR;
+* ``continue``: the unpruned baseline trained on (cross-entropy) for the same steps as the fine-tunes.
+
+Every run writes ``--out/<name>-seed<S>/result.json`` and is skipped when that exists (resumable; an interrupted
+fine-tune continues from its state file). Results: ``benchmarks/results/peer_torch_pruning<tag>.json``.
+
+    python benchmarks/peer_torch_pruning.py --checkpoint benchmarks/results/vgg16_w0.25_e60_cifar10.pt \\
+        --ours runs/reproduce-w0.25/ga-seed0 --seeds 0,1,2 --controls
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+from _common import RESULTS, machine, save, shared_cifar10
+
+
+def load_base(checkpoint: str):
+    from evoprune.models.checkpoint import load_model
+
+    model, meta = load_model(checkpoint)
+    return model, meta
+
+
+def our_budget(run_dir: Path, steps_per_epoch: int) -> dict:
+    res = json.loads((run_dir / "results.json").read_text())
+    cfg = res["config"]
+    units = len(res["order"])
+    steps = int(cfg["finetune_steps"]) * units + int(cfg["finetune_epochs"]) * steps_per_epoch
+    return {"macs": res["final"]["macs"], "params": res["final"]["params"], "test_top1": res["final"]["test_top1"],
+            "steps": steps, "finetune_lr": cfg.get("finetune_lr", 0.01), "finetune_epochs": cfg["finetune_epochs"],
+            "units": units, "pruned": res["pruned"], "selector": cfg.get("selector"), "seed": cfg.get("seed")}
+
+
+def tp_prune(model, example, variant: str, ratio: float):
+    import copy
+
+    import torch_pruning as tp
+    from torch import nn
+
+    m = copy.deepcopy(model)
+    imp = tp.importance.MagnitudeImportance(p=1) if variant == "tp-l1-uniform" else tp.importance.GroupMagnitudeImportance()
+    last = [mod for mod in m.modules() if isinstance(mod, nn.Linear)][-1:]
+    pruner = tp.pruner.MetaPruner(m, example, importance=imp, pruning_ratio=ratio, ignored_layers=last,
+                                  global_pruning=variant == "tp-group-global")
+    pruner.step()
+    return m
+
+
+def cost(model, example):
+    from evoprune.models import count_params
+    from evoprune.session import count_macs
+
+    return count_macs(model, example.shape[1], example.shape[-1]), count_params(model)
+
+
+def bisect_ratio(model, example, variant: str, what: str, target: float, iters: int = 14):
+    """Largest-model ratio whose MACs (or params) are at most ``target``: bisection on the pruning ratio."""
+    idx = 0 if what == "macs" else 1
+    lo, hi = 0.0, 0.98
+    best = None
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        m = tp_prune(model, example, variant, mid)
+        c = cost(m, example)
+        if c[idx] <= target:
+            best, hi = (mid, m, c), mid
+        else:
+            lo = mid
+    if best is None:
+        m = tp_prune(model, example, variant, hi)
+        best = (hi, m, cost(m, example))
+    return best
+
+
+def finetune(model, teacher, loaders, steps: int, lr: float, state: Path, kd: bool = True):
+    from evoprune.distill import ce_loss, kd_loss
+    from evoprune.train import TrainConfig, fit
+
+    spe = len(loaders.train)
+    cfg = TrainConfig(epochs=max(1, math.ceil(steps / spe)), lr=lr, schedule="cosine", max_steps=steps)
+    loss = kd_loss(teacher) if kd else ce_loss()
+    fit(model, loaders, cfg, loss_fn=loss, state_path=str(state), progress=False, evaluate_each_epoch=False)
+
+
+def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict, out: Path) -> dict:
+    import torch
+
+    from evoprune.device import seed_everything
+    from evoprune.train import evaluate
+
+    d = out / f"{name}-seed{seed}"
+    if (d / "result.json").exists():
+        return json.loads((d / "result.json").read_text())
+    d.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    loaders.train.seed = seed
+    t0 = time.perf_counter()
+    info: dict = {}
+    if name.startswith("tp-"):
+        variant, what = name.split("@")
+        ratio, model, (macs, params) = bisect_ratio(base, example, variant, what, budget[what])
+        info = {"pruning_ratio": ratio}
+        after_prune = evaluate(model, loaders.test)["top1"]
+        finetune(model, base, loaders, budget["steps"], budget["finetune_lr"], d / "finetune_state.pt")
+    elif name == "scratch":
+        from evoprune.models.checkpoint import build_from_meta
+
+        model = build_from_meta(dict(meta, pruned=budget["pruned"]))  # fresh weights, our pruned shapes
+        macs, params = cost(model, example)
+        after_prune = float("nan")
+        epochs = int(meta.get("epochs") or a.base_epochs) + int(budget["finetune_epochs"])
+        info = {"epochs": epochs, "lr": a.base_lr}
+        from evoprune.distill import ce_loss
+        from evoprune.train import TrainConfig, fit
+
+        fit(model, loaders, TrainConfig(epochs=epochs, lr=a.base_lr, schedule="cosine"), loss_fn=ce_loss(),
+            state_path=str(d / "train_state.pt"), progress=False, evaluate_each_epoch=False)
+    elif name == "continue":
+        import copy
+
+        model = copy.deepcopy(base)
+        macs, params = cost(model, example)
+        after_prune = evaluate(model, loaders.test)["top1"]
+        finetune(model, None, loaders, budget["steps"], budget["finetune_lr"], d / "finetune_state.pt", kd=False)
+    else:
+        raise SystemExit(f"unknown run '{name}'")
+    test = evaluate(model, loaders.test)["top1"]
+    res = {"name": name, "seed": seed, "test_top1": test, "after_prune_top1": after_prune, "macs": macs,
+           "params": params, "macs_reduction": budget["base_macs"] / macs, "params_reduction": budget["base_params"] / params,
+           "steps": budget["steps"], "wall_time_s": time.perf_counter() - t0, **info}
+    (d / "result.json").write_text(json.dumps(res, indent=1) + "\n")
+    torch.save({"note": "weights not kept"}, d / "done.pt")
+    print(f"{name:>22} seed {seed}: test {100 * test:.2f} %  (after pruning {100 * after_prune:.2f} %)  "
+          f"MACs x{res['macs_reduction']:.2f}  params x{res['params_reduction']:.2f}  {res['wall_time_s'] / 60:.1f} min",
+          flush=True)
+    return res
+
+
+def stats_row(rows: list) -> dict:
+    v = [r["test_top1"] for r in rows]
+    return {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v),
+            "per_seed": v}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--ours", required=True, nargs="+", help="finished evoprune prune run directories (one per seed)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--runs", default="tp-l1-uniform@macs,tp-l1-uniform@params,tp-group-global@macs,"
+                                      "tp-group-global@params")
+    ap.add_argument("--controls", action="store_true", help="also the scratch and continue controls")
+    ap.add_argument("--base-epochs", type=int, default=60, help="the baseline's epochs, when its metadata lacks them")
+    ap.add_argument("--base-lr", type=float, default=0.05)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--out", default="runs/peer")
+    ap.add_argument("--tag", default="")
+    a = ap.parse_args()
+    import torch
+
+    from evoprune.data import load_dataset, make_loaders
+    from evoprune.train import evaluate
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    base, meta = load_base(a.checkpoint)
+    base.eval()
+    data = load_dataset(f"imagefolder:{shared_cifar10()}")
+    loaders = make_loaders(data, batch_size=a.batch_size, seed=0)
+    example = torch.zeros(1, data.in_channels, data.image_size, data.image_size)
+    base_macs, base_params = cost(base, example)
+    base_test = evaluate(base, loaders.test)["top1"]
+    ours = [our_budget(Path(r), len(loaders.train)) for r in a.ours]
+    budget = dict(ours[0], base_macs=base_macs, base_params=base_params)
+    names = [n for n in a.runs.split(",") if n] + (["scratch", "continue"] if a.controls else [])
+    out = Path(a.out)
+    results = {n: [one_run(n, int(s), a, base, meta, loaders, example, budget, out) for s in a.seeds.split(",")]
+               for n in names}
+    table = {"baseline": {"test_top1": base_test, "macs": base_macs, "params": base_params},
+             "ours": {"runs": [str(r) for r in a.ours], "selector": ours[0]["selector"],
+                      **stats_row([{"test_top1": o["test_top1"]} for o in ours]),
+                      "macs_reduction": base_macs / budget["macs"], "params_reduction": base_params / budget["params"],
+                      "steps": budget["steps"]}}
+    for n, rows in results.items():
+        table[n] = {**stats_row(rows), "macs_reduction": statistics.mean(r["macs_reduction"] for r in rows),
+                    "params_reduction": statistics.mean(r["params_reduction"] for r in rows),
+                    "after_prune_top1": statistics.mean(r["after_prune_top1"] for r in rows),
+                    "wall_time_s": sum(r["wall_time_s"] for r in rows)}
+    peers = [n for n in table if n.startswith("tp-") and n.endswith("@macs")]
+    if peers and len(ours) > 1:
+        from scipy import stats
+
+        best = max(peers, key=lambda n: table[n]["mean"])
+        t = stats.ttest_ind([o["test_top1"] for o in ours], table[best]["per_seed"], equal_var=False)
+        table["ours_vs_best_peer"] = {"peer": best, "welch_t": float(t.statistic), "p_value": float(t.pvalue),
+                                      "difference_pt": 100 * (table["ours"]["mean"] - table[best]["mean"])}
+    save(f"peer_torch_pruning{a.tag}.json", {"checkpoint": a.checkpoint, "table": table, "machine": machine(),
+                                              "settings": vars(a)})
+    for n, r in table.items():
+        if "mean" in r:
+            print(f"{n:>24}: {100 * r['mean']:.2f} ± {100 * r['std']:.2f} %")
+
+
+if __name__ == "__main__":
+    main()
