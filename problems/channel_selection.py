@@ -143,6 +143,21 @@ class ChannelSelectionProblem:
         """A DEAP ``Toolbox`` (see :func:`evoprune.problems.base.make_toolbox` for the keywords)."""
         return make_toolbox(self, **kw)
 
+    def quadratic(self, exact: bool = True) -> Optional[np.ndarray]:
+        """The stage-1 Gram matrix ``Q`` (float64 numpy) of an objective ``(1-m)^T Q (1-m)``, else ``None``.
+
+        ``exact=True``: only when that quadratic *is* the objective (stage-1 or suite evaluators), as a memetic
+        local search on it needs; ``exact=False`` also returns the first stage of a two-stage fitness (enough to
+        propose seeds).
+        """
+        holders = [self.evaluator] + ([] if exact else [getattr(self.evaluator, "first", None)])
+        for ev in holders:
+            q = getattr(ev, "Q", None)
+            if q is not None and getattr(ev, "objectives", None) == ("reconstruction_error",):
+                q = q.detach().cpu().numpy() if hasattr(q, "detach") else q
+                return np.asarray(q, dtype=np.float64)
+        return None
+
     # helpers -----------------------------------------------------------------------------------------------------
     def brute_force(self, max_n: int = 22, chunk: int = 1 << 16) -> Tuple[np.ndarray, np.ndarray]:
         """Exhaustive search over every feasible genome (``n <= max_n``).

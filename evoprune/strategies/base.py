@@ -100,6 +100,21 @@ class BudgetedEvaluator:
             raise BudgetExhausted()
         return fit
 
+    def record(self, genomes: np.ndarray, fitness: np.ndarray) -> int:
+        """Count and record points scored outside ``problem.evaluate`` (a local search's incremental deltas):
+        at most the remaining budget; raises :class:`BudgetExhausted` after recording if that cut them short."""
+        g = np.asarray(genomes)
+        f = np.asarray(fitness, dtype=float).reshape(len(g), -1)
+        if self.remaining <= 0:
+            raise BudgetExhausted()
+        take = min(len(g), self.remaining)
+        self.used += take
+        self._genomes.append(g[:take].copy())
+        self._fitness.append(f[:take].copy())
+        if take < len(g):
+            raise BudgetExhausted()
+        return take
+
     def _score(self, part: np.ndarray) -> np.ndarray:
         """``problem.evaluate(part)``, or, with ``map_fn``, chunks of ``part`` scored via ``map_fn`` (order kept)."""
         if self.map_fn is None or len(part) <= 1:

@@ -57,6 +57,10 @@ GA_DEFAULTS: Dict[str, Any] = {
     "elite": 2,
     "stagnation": 50,
     "hof_size": 10,
+    "seeding": None,
+    "seed_fraction": 0.1,
+    "local_search": None,
+    "ls_evals": None,
 }
 """Defaults for fixed-k problems; ``None`` arguments fall back to ``problem.default_operators`` first."""
 
@@ -154,6 +158,8 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
        generations: Optional[int] = None, hof_size: int = GA_DEFAULTS["hof_size"],
        crossover_kw: Optional[dict] = None, mutation_kw: Optional[dict] = None,
        selection_kw: Optional[dict] = None, init_kw: Optional[dict] = None,
+       seeding: Optional[str] = GA_DEFAULTS["seeding"], seed_fraction: float = GA_DEFAULTS["seed_fraction"],
+       local_search: Optional[str] = GA_DEFAULTS["local_search"], ls_evals: Optional[int] = GA_DEFAULTS["ls_evals"],
        checkpoint: Any = None, checkpoint_every: int = 1, map_fn: Optional[Callable] = None) -> Result:
     """Run the GA on a single-objective binary ``problem`` for at most ``budget`` evaluations.
 
@@ -164,11 +170,19 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
     ``checkpoint``: a path; state is saved every ``checkpoint_every`` generations and at the end, and a run started
     with an existing checkpoint resumes from it (a finished one returns its result). ``map_fn(fn, chunks)`` scores
     population chunks in parallel, order kept.
+
+    ``seeding="greedy"`` starts ``seed_fraction`` of the population from ThiNet's greedy solution of the stage-1
+    quadratic (the greedy itself plus swap mutants of it), ``"importance"`` from the importance init; the rest is
+    drawn by ``init``. ``local_search="swap"`` makes the GA memetic: every generation the best child descends by
+    first-improvement swaps on the quadratic objective (:mod:`evoprune.strategies.local_search`; each neighbour
+    looked at is one evaluation of the budget; at most ``ls_evals`` per generation, default ``pop_size``, so the
+    descent costs no more than one generation) and replaces itself (Lamarckian).
     """
     from evoprune.operators import get_operator
 
     clock = timer()
     _check_params(pop_size, cxpb, mutpb, elite, stagnation, generations, hof_size, checkpoint_every)
+    _check_memetic(problem, seeding, seed_fraction, local_search)
     n_obj = len(problem.objectives)
     if n_obj != 1:
         raise EvopruneError(f"ga is single-objective but problem '{problem.name}' has {n_obj} objectives "
@@ -188,6 +202,8 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
     params: Dict[str, Any] = {
         "budget": int(budget), "pop_size": int(pop_size), "cxpb": float(cxpb), "mutpb": float(mutpb),
         "elite": int(elite), "stagnation": stagnation, "generations": generations, "hof_size": int(hof_size),
+        **({"seeding": seeding, "seed_fraction": float(seed_fraction)} if seeding else {}),
+        **({"local_search": local_search, "ls_evals": ls_evals} if local_search else {}),
         **{kind: _label(nm) for kind, nm in names.items()},
         **{f"{kind}_kw": kw for kind, kw in kws.items() if kw},
     }
@@ -255,6 +271,8 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
     else:
         gen, stall, idle = 0, 0, 0
         pop = problem.repair(_init(ops["init"], pop_size, n, k, rng, problem, kws["init"]), rng)
+        if seeding:
+            pop = _seed_population(pop, seeding, seed_fraction, problem, ops, kws, rng)
         fit, exhausted = evaluate(pop)
         pop = pop[: len(fit)]
         hof.update(pop, fit)
@@ -274,6 +292,7 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
         off = _vary(pop[parents], ops, kws, cxpb, mutpb, rng)
         off = problem.repair(off, rng)
         off_fit = fit[parents].copy()
+        before_gen = ev.used
         changed = np.flatnonzero(np.any(off != pop[parents], axis=1))
         exhausted = False
         if len(changed):
@@ -288,6 +307,10 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
             nevals = len(new_fit)
         else:
             nevals = 0
+        if local_search and not exhausted and len(off):
+            cap = int(ls_evals) if ls_evals else int(pop_size)
+            exhausted = _descend_best(off, off_fit, weight, problem, ev, hof, rng, cap) or exhausted
+            nevals = ev.used - before_gen
         pop = np.concatenate([pop[elites], off])
         fit = np.concatenate([fit[elites], off_fit])
         stall = 0 if hof.best_w > prev_best else stall + 1
@@ -297,6 +320,72 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
         reason = _after_generation(reason, gen, pop, fit, callback, checkpoint, checkpoint_every,
                                    lambda r: save(gen, pop, fit, stall, idle, r))
     return result(reason, gen, wall_before + clock())
+
+
+def _check_memetic(problem: Any, seeding: Optional[str], seed_fraction: float, local_search: Optional[str]) -> None:
+    if seeding not in (None, "greedy", "importance"):
+        raise EvopruneError(f"ga: seeding must be 'greedy', 'importance' or None, got {seeding!r}")
+    if not (isinstance(seed_fraction, (int, float)) and 0.0 < float(seed_fraction) <= 1.0):
+        raise EvopruneError(f"ga: seed_fraction must be in (0, 1], got {seed_fraction!r}")
+    if local_search not in (None, "swap"):
+        raise EvopruneError(f"ga: local_search must be 'swap' or None, got {local_search!r}")
+    quad = getattr(problem, "quadratic", None)
+    if getattr(problem, "k", None) is None and (seeding == "greedy" or local_search):
+        raise EvopruneError("ga: greedy seeding and local search need a fixed-k channel problem")
+    if seeding == "greedy" and (quad is None or quad(exact=False) is None):
+        raise EvopruneError(f"ga: seeding='greedy' needs the stage-1 quadratic; problem '{problem.name}' has none "
+                            "(use a channel-selection problem with the reconstruction or two-stage fitness)")
+    if local_search and (quad is None or quad(exact=True) is None):
+        raise EvopruneError(f"ga: local_search='swap' needs a problem whose objective is the stage-1 quadratic; "
+                            f"'{problem.name}' is not (use fitness=reconstruction or a suite instance)")
+    if seeding == "importance" and getattr(problem, "importance", None) is None:
+        raise EvopruneError(f"ga: seeding='importance' needs channel importances; problem '{problem.name}' has none")
+
+
+def _seed_population(pop: np.ndarray, seeding: str, fraction: float, problem: Any, ops: Dict[str, Any],
+                     kws: Dict[str, Dict[str, Any]], rng: np.random.Generator) -> np.ndarray:
+    """Replace the first ``fraction`` of ``pop`` by seeds: the greedy solution and swap mutants of it, or rows of
+    the importance init."""
+    from evoprune.operators import get_operator
+
+    m = max(1, int(round(fraction * len(pop))))
+    n, k = pop.shape[1], problem.k
+    if seeding == "greedy":
+        from evoprune.pruning.greedy import greedy_removal
+
+        g = greedy_removal(problem.quadratic(exact=False), k)
+        seeds = np.repeat(g[None], m, axis=0)
+        if m > 1:
+            swap = get_operator("mutation", "swap")
+            seeds[1:] = swap.batch(seeds[1:], rng=rng)
+    else:
+        seeds = get_operator("init", "importance")(m, n, k, rng=rng, importance=problem.importance)
+    pop = pop.copy()
+    pop[:m] = problem.repair(np.asarray(seeds, dtype=bool), rng)
+    return pop
+
+
+def _descend_best(off: np.ndarray, off_fit: np.ndarray, weight: float, problem: Any, ev: BudgetedEvaluator,
+                  hof: "_HallOfFame", rng: np.random.Generator, cap: int) -> bool:
+    """Swap descent of the best child, in place (Lamarckian); returns whether the budget ran out."""
+    from .local_search import swap_descent
+
+    i = int(np.argmax(off_fit[:, 0] * weight))
+    exhausted = [False]
+
+    def on_row(genomes: np.ndarray, errors: np.ndarray) -> bool:
+        try:
+            ev.record(genomes, errors[:, None])
+        except BudgetExhausted:
+            exhausted[0] = True
+        return exhausted[0]
+
+    mask, value, _ = swap_descent(problem.quadratic(exact=True), off[i], max_evals=min(cap, ev.remaining), rng=rng,
+                                  on_row=on_row)
+    if value * weight > off_fit[i, 0] * weight:
+        off[i], off_fit[i, 0] = mask, value
+        hof.update(mask[None], np.array([[value]]))
+    return exhausted[0] or ev.remaining == 0
 
 
 def _init(op: Callable, size: int, n: int, k: Optional[int], rng: np.random.Generator, problem: Any,
@@ -397,6 +486,7 @@ def _validate(problem: Any, budget: int, **params: Any) -> None:
     p.update(params)
     _check_params(p["pop_size"], p["cxpb"], p["mutpb"], p["elite"], p["stagnation"], p["generations"],
                   p["hof_size"], p["checkpoint_every"])
+    _check_memetic(problem, p["seeding"], p["seed_fraction"], p["local_search"])
     if len(problem.objectives) != 1:
         raise EvopruneError(f"ga is single-objective but problem '{problem.name}' has {len(problem.objectives)} "
                             "objectives; use strategy 'nsga2'")

@@ -1,0 +1,176 @@
+"""The statistics EC researchers report (COCO / pymoo practice), on top of ``scipy.stats``.
+
+* :func:`holm` -- Holm's step-down correction of a family of p-values;
+* :func:`ranksum_vs_best` -- per instance, two-sided Wilcoxon rank-sum (Mann-Whitney U) of every strategy against
+  the one with the best median, Holm-corrected over the family;
+* :func:`friedman` -- Friedman test over instances and average ranks (1 = best), with Nemenyi's critical difference
+  (Demsar 2006) for a critical-difference plot;
+* :func:`runtime_ecdf` -- the runtime ECDF: the fraction of (instance, target, seed) triples whose target gap is
+  reached within ``e`` evaluations, aggregated over a suite.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+# Nemenyi's q_alpha at alpha = 0.05 for k = 2..10 strategies (Demsar 2006, Table 5a)
+_Q05 = {2: 1.960, 3: 2.343, 4: 2.569, 5: 2.728, 6: 2.850, 7: 2.949, 8: 3.031, 9: 3.102, 10: 3.164}
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-adjusted p-values (same order as given), monotone and capped at 1."""
+    p = np.asarray(pvalues, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (m - rank) * p[i])
+        adj[i] = min(1.0, running)
+    return adj
+
+
+def ranksum_vs_best(samples: Mapping[str, Sequence[float]], lower_is_better: bool = True
+                    ) -> Tuple[str, Dict[str, Dict[str, float]]]:
+    """Rank-sum tests of each strategy against the best (by median) on one instance; Holm over the family.
+
+    Returns ``(best, {strategy: {"median", "p", "p_holm", "worse"}})``; ``worse`` says the strategy is
+    significantly worse than the best at 0.05 after correction.
+    """
+    from scipy import stats
+
+    names = list(samples)
+    med = {n: float(np.median(samples[n])) for n in names}
+    best = (min if lower_is_better else max)(names, key=lambda n: med[n])
+    others = [n for n in names if n != best]
+    raw = []
+    for n in others:
+        a, b = np.asarray(samples[n], float), np.asarray(samples[best], float)
+        if np.all(a == a[0]) and np.all(b == b[0]) and a[0] == b[0]:
+            raw.append(1.0)  # identical constant samples: no evidence of a difference
+        else:
+            raw.append(float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue))
+    adj = holm(raw) if raw else np.zeros(0)
+    out = {best: {"median": med[best], "p": float("nan"), "p_holm": float("nan"), "worse": False}}
+    for n, p, ph in zip(others, raw, adj):
+        worse = (med[n] > med[best]) if lower_is_better else (med[n] < med[best])
+        out[n] = {"median": med[n], "p": p, "p_holm": float(ph), "worse": bool(ph < 0.05 and worse)}
+    return best, out
+
+
+def friedman(table: np.ndarray, names: Sequence[str], lower_is_better: bool = True) -> Dict[str, object]:
+    """Friedman test on ``table [instances, strategies]`` (one aggregated value per cell, e.g. median gap).
+
+    Returns average ranks (1 = best, ties averaged), the statistic and p-value, and Nemenyi's critical difference
+    at 0.05 (``None`` for more than 10 strategies)."""
+    from scipy import stats
+
+    t = np.asarray(table, dtype=float)
+    n_inst, k = t.shape
+    ranks = np.vstack([stats.rankdata(row if lower_is_better else -row) for row in t])
+    avg = ranks.mean(0)
+    if n_inst >= 2 and k >= 3:
+        res = stats.friedmanchisquare(*[t[:, j] for j in range(k)])
+        stat, p = float(res.statistic), float(res.pvalue)
+    else:
+        stat, p = float("nan"), float("nan")
+    q = _Q05.get(k)
+    cd = None if q is None else float(q * np.sqrt(k * (k + 1) / (6.0 * n_inst)))
+    return {"avg_ranks": {n: float(r) for n, r in zip(names, avg)}, "statistic": stat, "p_value": p,
+            "critical_difference": cd, "instances": n_inst}
+
+
+def runtime_ecdf(traces: Sequence[Tuple[np.ndarray, np.ndarray]], targets: Sequence[float],
+                 grid: np.ndarray) -> np.ndarray:
+    """Fraction of (trace, target) pairs solved by each evaluation count of ``grid``.
+
+    ``traces``: per run, ``(evals, gaps)`` -- the evaluation counts at which the best-so-far gap changed and the
+    gap from then on (non-increasing). A target ``t`` is solved at the first evaluation where ``gap <= t``.
+    """
+    grid = np.asarray(grid, dtype=float)
+    hits = np.zeros(len(grid))
+    total = 0
+    for evals, gaps in traces:
+        evals, gaps = np.asarray(evals, float), np.asarray(gaps, float)
+        for t in targets:
+            total += 1
+            ok = np.flatnonzero(gaps <= t + 1e-15)
+            if len(ok):
+                hits += grid >= evals[ok[0]]
+    return hits / max(total, 1)
+
+
+def best_so_far(values: np.ndarray, lower_is_better: bool = True) -> np.ndarray:
+    """Running best of a run's evaluation history ``[E]``."""
+    v = np.asarray(values, dtype=float)
+    return np.minimum.accumulate(v) if lower_is_better else np.maximum.accumulate(v)
+
+
+def change_points(running: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(evals, values)`` where a running best changes (1-based evaluation counts): a compact trace."""
+    r = np.asarray(running, dtype=float)
+    if not len(r):
+        return np.zeros(0), np.zeros(0)
+    idx = np.concatenate([[0], np.flatnonzero(np.diff(r) != 0) + 1])
+    return idx + 1.0, r[idx]
+
+
+def plot_cd(avg_ranks: Mapping[str, float], cd: Optional[float], title: str, path_stem, formats=("png", "svg")):
+    """A critical-difference diagram: strategies on the average-rank axis, the CD bar on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plot import save_figure
+
+    names = sorted(avg_ranks, key=avg_ranks.get)
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.32 * k))
+    ax.set_xlim(0.8, k + 0.2)
+    ax.set_ylim(-k - 0.5, 1.5)
+    ax.invert_xaxis()  # best (rank 1) on the right, as in Demsar's diagrams
+    ax.axhline(0, color="k", lw=1)
+    for i, n in enumerate(names):
+        r = avg_ranks[n]
+        ax.plot([r, r], [0, -i - 1], color="0.4", lw=0.8)
+        ax.text(r, -i - 1, f" {n} ({r:.2f})", va="center", ha="right", fontsize=9)
+    if cd is not None:
+        ax.plot([1, 1 + cd], [1, 1], color="k", lw=2)
+        ax.text(1 + cd / 2, 1.15, f"CD = {cd:.2f}", ha="center", fontsize=8)
+        # strategies whose ranks differ by less than CD are joined (not significantly different)
+        for i, a in enumerate(names):
+            group = [b for b in names[i:] if avg_ranks[b] - avg_ranks[a] < cd]
+            if len(group) > 1:
+                ax.plot([avg_ranks[group[0]], avg_ranks[group[-1]]], [-0.25 - 0.12 * i] * 2, color="tab:red", lw=3)
+    ax.set_yticks([])
+    for s in ("left", "right", "top"):
+        ax.spines[s].set_visible(False)
+    ax.set_xlabel("average rank (1 = best)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path_stem, list(formats))
+
+
+def plot_ecdf(curves: Mapping[str, np.ndarray], grid: np.ndarray, title: str, path_stem,
+              formats: List[str] = ("png", "svg")):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plot import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, y in curves.items():
+        ax.step(grid, y, where="post", label=name)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("fitness evaluations")
+    ax.set_ylabel("fraction of (instance, target, seed) solved")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return save_figure(fig, path_stem, list(formats))
