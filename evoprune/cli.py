@@ -19,7 +19,7 @@ _COMMANDS = [
     ("evoprune.commands.prune", "prune"),
     ("evoprune.commands.finetune", "finetune"),
     ("evoprune.commands.search", "search"),
-    ("evoprune.commands.search", "compare"),
+    ("evoprune.commands.compare", "compare"),
     ("evoprune.commands.plot", "plot"),
     ("evoprune.commands.export", "export"),
 ]

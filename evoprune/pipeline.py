@@ -93,8 +93,10 @@ class PruneConfig:
                 raise EvopruneError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         import evoprune.pruning  # noqa: F401  (registers the built-in selectors)
         from .registry import SELECTORS
+        from .selection import resolve_strategy_selector
 
-        for name in ([self.selector] if self.selector != "ga" else []) + [self.sensitivity_method]:
+        strategy = resolve_strategy_selector(self.selector)  # a multi-objective strategy is refused here
+        for name in ([self.selector] if strategy is None else []) + [self.sensitivity_method]:
             SELECTORS.get(name)  # an unknown name fails before any work or file
         for r in self.sensitivity_ratios:
             if not 0.0 < r < 1.0:
@@ -183,10 +185,12 @@ def select_channels(model: nn.Module, space, unit: str, k: int, loaders: Loaders
                     seed: int, log: Log, backend: Any = None) -> Tuple[np.ndarray, Dict[str, Any]]:
     """Choose ``k`` channels of ``unit``: the GA on the two-step fitness, or an importance selector."""
     rng = np.random.default_rng(seed)
-    if cfg.selector == "ga":
-        from .selection import ga_select
+    from .selection import ga_select, resolve_strategy_selector
 
-        return ga_select(model, space, unit, k, loaders, cfg, seed, log, backend=backend)
+    strategy = resolve_strategy_selector(cfg.selector)
+    if strategy is not None:  # the GA, or any single-objective strategy on the same two-step fitness and budget
+        return ga_select(model, space, unit, k, loaders, cfg, seed, log, backend=backend,
+                         strategy=None if cfg.selector == "ga" else strategy)
     from .registry import SELECTORS
 
     from .selection import calibration, stage1_error
@@ -380,6 +384,28 @@ def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:
     return {"ratios": ratios, "counts": counts, "order": order,
             "planned_macs": int(cost.macs_counts(planned)), "planned_params": int(cost.params_counts(planned)),
             "base_macs": int(cost.base_macs), "base_params": int(cost.base_params)}
+
+
+def dry_run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Path, device: Any = None,
+            log: Log = print) -> Tuple[Dict[str, Any], List[Tuple[str, int]]]:
+    """Sensitivity + allocation only: what :func:`run` would prune, pruning nothing.
+
+    The sensitivity curves are computed when the allocation or the order needs them and saved to ``out`` as in a
+    run; the plan of :func:`plan_allocation` goes to ``out/allocation.json``. Returns the plan and every unit with
+    its channel count, in network order.
+    """
+    from .pruning.cost import CostModel
+    from .pruning.space import PruningSpace
+
+    device = _device_of(model) if device is None else device
+    space = PruningSpace(model, example_input(loaders).to(device), exclude=cfg.exclude, min_keep=cfg.min_keep)
+    sens = compute_sensitivity(model, space, loaders, cfg, log=log) if (
+        cfg.ratios is None or cfg.order == "sensitivity") else None
+    if sens is not None:
+        save_sensitivity(sens, out)
+    plan = plan_allocation(space, CostModel(space), cfg, sens)
+    write_json(out / "allocation.json", plan)
+    return plan, list(zip(space.names, space.sizes))
 
 
 def _macs_params(cost, space, pruned: Dict[str, List[int]]) -> Tuple[int, int]:

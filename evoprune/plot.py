@@ -9,14 +9,18 @@ from __future__ import annotations
 import io
 import json
 import math
+import types
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from evoprune.errors import EvopruneError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from evoprune.runs import RunDir
 
 # Colour-blind-safe cycle (Okabe-Ito), then markers so series differ in print too.
 COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -135,6 +139,130 @@ def _wrap(text: str, width: int = 70) -> str:
     import textwrap
 
     return "\n".join(textwrap.wrap(text, width)) or text
+
+
+# --------------------------------------------------------------------------------------- figures of run dirs
+def _problem_view(runs: List["RunDir"]) -> Any:
+    info = runs[0].info
+    return types.SimpleNamespace(
+        name=info.get("name", runs[0].result.get("problem")), objectives=runs[0].objectives,
+        weights=runs[0].weights,
+        true_front=None if info.get("true_front") is None else np.asarray(info["true_front"], dtype=float),
+        hv_ref=info.get("hv_ref"), optimum=info.get("optimum"),
+    )
+
+
+def _by_label(runs: List["RunDir"]) -> Dict[str, List["RunDir"]]:
+    out: Dict[str, List["RunDir"]] = {}
+    for r in runs:
+        out.setdefault(r.label, []).append(r)
+    for rs in out.values():
+        rs.sort(key=lambda r: r.seed)
+    return out
+
+
+def fronts_figure(runs: List["RunDir"], reference: Optional[Dict[str, np.ndarray]], accuracy: bool,
+                  title: Optional[str]) -> Tuple[Any, Dict[str, Any]]:
+    """Per strategy, the front of its median-hypervolume seed (a representative run, not a union of seeds).
+
+    ``runs``: :class:`evoprune.runs.RunDir` of one problem (see :func:`evoprune.runs.collect_runs`).
+    """
+    from evoprune.indicators import hypervolume, reference_point
+
+    prob = _problem_view(runs)
+    ref = reference_point(prob, [r.front for r in runs], prob.weights)
+    fronts, chosen = {}, {}
+    for label, rs in _by_label(runs).items():
+        hvs = np.asarray([hypervolume(r.front, ref, prob.weights) for r in rs])
+        med = rs[int(np.argsort(hvs, kind="stable")[(len(rs) - 1) // 2])]
+        name = f"{label} ({len(med.front)} points)" if len(rs) == 1 else \
+            f"{label}: seed {med.seed}, median hv of {len(rs)} ({len(med.front)} points)"
+        fronts[name] = med.front
+        chosen[label] = {"seed": med.seed, "hv": float(hypervolume(med.front, ref, prob.weights))}
+    objs = prob.objectives
+    # accuracy-vs-cost is how pruning results are read: an error-like objective goes on the y axis
+    axes = (1, 0) if is_error(objs[0]) and not is_error(objs[1]) else (0, 1)
+    fig = plot_fronts(fronts, objs, true_front=prob.true_front, reference=reference, accuracy=accuracy,
+                      title=title or f"Pareto fronts on {prob.name}", axes=axes)
+    return fig, {"reference_point": np.asarray(ref).tolist(), "fronts": chosen}
+
+
+def convergence_figure(runs: List["RunDir"], title: Optional[str], points: int = 100) -> Tuple[Any, Dict[str, Any]]:
+    """Best objective (one objective) or hypervolume (several) vs evaluations, mean +- std over seeds."""
+    from evoprune.indicators import best_at, hypervolume_curve, reference_point
+
+    prob = _problem_view(runs)
+    longest = max(len(r.history) for r in runs)
+    if longest == 0:
+        raise EvopruneError("the runs have no evaluations to plot")
+    grid = np.unique(np.linspace(1, longest, num=min(points, longest)).round().astype(int))
+    multi = len(prob.objectives) > 1
+    ref = reference_point(prob, [r.front for r in runs], prob.weights) if multi else None
+    curves = {}
+    for label, rs in _by_label(runs).items():
+        if multi:
+            Y = np.stack([hypervolume_curve(r.history, ref, prob.weights, at=grid)[1] for r in rs])
+        else:
+            Y = np.stack([best_at(r.history, grid, prob.weights) for r in rs])
+        curves[label] = (grid, Y)
+    if multi:
+        ylabel = f"hypervolume (ref {', '.join(f'{v:.3g}' for v in ref)})"
+    else:
+        sense = "max" if prob.weights[0] > 0 else "min"
+        ylabel = f"best {axis_label(prob.objectives[0])} so far ({sense})"
+    optimum = None if multi or prob.optimum is None else float(np.ravel(prob.optimum)[0])
+    fig = plot_convergence(curves, ylabel=ylabel, optimum=optimum,
+                           title=title or f"Convergence on {prob.name}")
+    return fig, {"grid_points": int(len(grid)), "indicator": "hv" if multi else "best",
+                 **({"reference_point": np.asarray(ref).tolist()} if multi else {})}
+
+
+def plot_runs(runs: Sequence[str], out: Optional[str] = None, kind: str = "all", reference: Optional[str] = None,
+              accuracy: Optional[bool] = None, formats: str = "png,svg", title: Optional[str] = None,
+              overwrite: bool = False) -> Dict[str, Any]:
+    """Figures of search/compare run directories into ``out`` (default ``<first run>/plots``).
+
+    ``kind``: ``all``, ``fronts`` (2+ objectives) or ``convergence``; ``reference``: a JSON file of named points
+    (see :func:`load_reference_points`); ``accuracy``: plot error-like objectives as accuracy (None: when one
+    exists); ``formats``: comma-separated png, svg, pdf. Existing figure files are refused unless ``overwrite``.
+    Returns the summary: ``out``, the ``files`` written, the number of runs, the strategies and what each figure
+    shows.
+    """
+    from evoprune.io import check_output_file
+    from evoprune.runs import collect_runs
+
+    fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    bad = [f for f in fmts if f not in ("png", "svg", "pdf")]
+    if not fmts or bad:
+        raise EvopruneError(f"--format {formats!r}: use png, svg and/or pdf, comma-separated")
+    found = collect_runs(runs)
+    objectives = found[0].objectives
+    multi = len(objectives) > 1
+    if kind == "fronts" and not multi:
+        raise EvopruneError(f"the runs have one objective ({objectives[0]}), so there is no Pareto front; "
+                            "use --kind convergence")
+    if reference and not multi:
+        raise EvopruneError("--reference points are drawn on Pareto fronts; these runs have one objective")
+    refs = load_reference_points(reference, objectives) if reference else None
+    if accuracy is None:
+        accuracy = any(is_error(o) for o in objectives)
+    out_dir = Path(out) if out else Path(runs[0]) / "plots"
+    wanted = [k for k in ("fronts", "convergence") if kind in (k, "all") and (k != "fronts" or multi)]
+    for k in wanted:
+        for f in fmts:
+            check_output_file(out_dir / f"{k}.{f}", overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: List[str] = []
+    meta: Dict[str, Any] = {"runs": len(found), "strategies": sorted({r.label for r in found})}
+    if "fronts" in wanted:
+        fig, info = fronts_figure(found, refs, accuracy, title)
+        written += [str(p) for p in save_figure(fig, out_dir / "fronts", fmts)]
+        meta["fronts"] = info
+    if "convergence" in wanted:
+        fig, info = convergence_figure(found, title)
+        written += [str(p) for p in save_figure(fig, out_dir / "convergence", fmts)]
+        meta["convergence"] = info
+    return {"out": str(out_dir), "files": written, **meta}
 
 
 def save_figure(fig: Figure, stem: Any, formats: Sequence[str] = ("png", "svg"), dpi: int = 150) -> List[Path]:

@@ -241,7 +241,7 @@ def test_strategy_checkpoint_refusal_is_a_user_error(tampered_strategy):
 ALLOWED = {
     ("evoprune/parallel.py", "pickle.load"),   # worker side of the process backend: its own private temp files
     ("evoprune/parallel.py", "pickle.loads"),  # Dask worker plugin payload sent by this process
-    ("evoprune/commands/export.py", "torch.jit.load"),  # re-loads the TorchScript file it just wrote, to verify it
+    ("evoprune/export.py", "torch.jit.load"),  # re-loads the TorchScript file it just wrote, to verify it
 }
 _FORBIDDEN = {"pickle.load", "pickle.loads", "pickle.Unpickler", "cloudpickle.load", "cloudpickle.loads",
               "dill.load", "dill.loads", "joblib.load", "marshal.load", "marshal.loads", "shelve.open",

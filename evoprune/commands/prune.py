@@ -208,25 +208,13 @@ def _prune_run_dir(p, cfg, s) -> Path:
 
 
 def dry_run(s, cfg, out, log):
-    """Sensitivity + allocation only: what ``prune`` would do."""
+    """Sensitivity + allocation only: what ``prune`` would do (the allocation table through ``log``)."""
     from evoprune import pipeline
-    from evoprune.io import write_json
 
     cfg.finetune_steps = 0
-    cfg_plan = cfg
-    from evoprune.pipeline import example_input
-    from evoprune.pruning.cost import CostModel
-    from evoprune.pruning.space import PruningSpace
-
-    space = PruningSpace(s.model, example_input(s.loaders).to(s.device), exclude=cfg.exclude, min_keep=cfg.min_keep)
-    sens = pipeline.compute_sensitivity(s.model, space, s.loaders, cfg_plan, log=log) if (
-        cfg.ratios is None or cfg.order == "sensitivity") else None
-    if sens is not None:
-        pipeline.save_sensitivity(sens, out)
-    plan = pipeline.plan_allocation(space, CostModel(space), cfg, sens)
-    write_json(out / "allocation.json", plan)
+    plan, units = pipeline.dry_run(s.model, s.loaders, cfg, out, device=s.device, log=log)
     log(f"{'unit':<28}{'channels':>9}{'keep':>7}{'ratio':>8}")
-    for u, n in zip(space.names, space.sizes):
+    for u, n in units:
         log(f"{u:<28}{n:>9}{plan['counts'][u]:>7}{plan['ratios'][u]:>8.3f}")
     log(f"order: {', '.join(plan['order'])}")
     log(f"MACs {plan['base_macs']:,} -> {plan['planned_macs']:,} ({plan['planned_macs'] / plan['base_macs']:.3f}); "
