@@ -22,6 +22,7 @@ _COMMANDS = [
     ("evoprune.commands.compare", "compare"),
     ("evoprune.commands.plot", "plot"),
     ("evoprune.commands.export", "export"),
+    ("evoprune.commands.suite", "suite"),
 ]
 
 

@@ -70,8 +70,12 @@ def friedman(table: np.ndarray, names: Sequence[str], lower_is_better: bool = Tr
     n_inst, k = t.shape
     ranks = np.vstack([stats.rankdata(row if lower_is_better else -row) for row in t])
     avg = ranks.mean(0)
-    if n_inst >= 2 and k >= 3:
-        res = stats.friedmanchisquare(*[t[:, j] for j in range(k)])
+    if n_inst >= 2 and k >= 3 and not np.all(ranks == ranks[:, :1]):
+        import warnings
+
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+            warnings.simplefilter("ignore")  # all-tied instances: the statistic is undefined, reported as NaN
+            res = stats.friedmanchisquare(*[t[:, j] for j in range(k)])
         stat, p = float(res.statistic), float(res.pvalue)
     else:
         stat, p = float("nan"), float("nan")

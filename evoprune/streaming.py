@@ -31,6 +31,7 @@ from .errors import EvopruneError
 SMALL_IMAGE = 64  # up to this size the CIFAR recipe; above it the ImageNet one
 EVAL_CROP = 0.875  # ImageNet evaluation: resize to size / 0.875, centre-crop size
 STATS_SAMPLE = 512  # training images decoded to estimate the normalisation
+IN_PROCESS_BELOW = 4  # iterations of fewer batches decode in this process
 
 
 class DataLoaderError(EvopruneError):
@@ -252,7 +253,8 @@ class StreamLoader:
             return
         mode = "L" if self.in_channels == 1 else "RGB"
         ds = _Files(self.files, self.image_size, mode, self.augment)
-        workers = min(self.workers, len(batches))
+        # a few batches (calibration, adaptive BN, a stage-2 check) decode faster here than worker processes start
+        workers = 0 if len(batches) < IN_PROCESS_BELOW else min(self.workers, len(batches))
         dl = torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
                                          pin_memory=self.device.type == "cuda",
                                          prefetch_factor=4 if workers else None)

@@ -33,6 +33,23 @@ def _trace_path(out: Path, inst: str, strategy: str, seed: int) -> Path:
     return out / "traces" / f"{safe(inst)}__{safe(strategy)}__seed{seed}.npz"
 
 
+def labelled_strategies(text: str, given: Mapping[str, Any]):
+    """``"ga,memetic=ga"`` + ``{"memetic.local_search": "swap", "pop_size": 50}`` -> labels, strategy specs and
+    per-label parameters (an unscoped key goes to every strategy that takes it)."""
+    from .runs import split_scoped
+    from .strategies import get_strategy, strategy_accepts
+
+    pairs = [s.strip() for s in str(text).split(",") if s.strip()]
+    if not pairs:
+        raise EvopruneError("--strategies is empty; name at least one, e.g. ga,random")
+    labels = [p.split("=", 1)[0] for p in pairs]
+    specs = [p.split("=", 1)[-1] for p in pairs]
+    shared, scoped = split_scoped(given, labels)
+    params = {l: {**{k: v for k, v in shared.items() if strategy_accepts(get_strategy(s), k)}, **scoped[l]}
+              for l, s in zip(labels, specs)}
+    return labels, specs, params
+
+
 def run_one(inst: Any, strategy: str, budget: int, seed: int, params: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     """One run; returns its compact trace: change points of the best-so-far error and the wall time."""
     from .stats import best_so_far, change_points

@@ -62,5 +62,7 @@ def random_search(problem: Any, budget: int, seed: int, callback: Optional[Calla
 
 
 random_search.objectives = "any"  # type: ignore[attr-defined]
+# the name `prune --selector` knows it by ('random' there is the random-mask control)
+STRATEGIES.register("random-search", doc="random search (alias of 'random'): the best of budget uniform samples")(random_search)
 random_search.param_names = tuple(DEFAULTS) + tuple(S.COMMON_PARAMS)  # type: ignore[attr-defined]
 random_search.validate = _validate  # type: ignore[attr-defined]

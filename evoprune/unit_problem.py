@@ -1,0 +1,77 @@
+"""The paper's per-layer problem on a trained network, for ``evoprune search|compare --problem channels``.
+
+``channels`` loads ``--checkpoint`` and ``--data``, takes one unit (``--param unit=NAME``, default: the first) and
+a keep ratio (``--param keep=0.5``), and builds :class:`~evoprune.problems.ChannelSelectionProblem` with the
+fitness the pipeline uses: ``fitness=reconstruction`` (stage 1, milliseconds a population), ``twostage`` (stage 1
+for everyone, the network-level stage 2 for the best few, lexicographic) or ``network`` (held-out loss after
+adaptive BN for every genome). The problem is exactly the one ``prune --selector`` hands each strategy, so what a
+researcher measures with ``compare`` is what ``prune`` does.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .errors import EvopruneError
+from .registry import PROBLEMS
+
+FITNESSES = ("reconstruction", "twostage", "network")
+
+
+@PROBLEMS.register("channels", doc="the paper's per-layer problem: keep k of one unit's channels of --checkpoint "
+                                   "(unit=NAME, keep=0.5, fitness=reconstruction|twostage|network)")
+def channel_problem(checkpoint: Optional[str] = None, data: str = "mini-cifar10", data_dir: Optional[str] = None,
+                    model: Optional[str] = None, unit: Optional[str] = None, keep: float = 0.5,
+                    fitness: str = "reconstruction", calib_batches: int = 4, bn_batches: int = 4,
+                    eval_batches: int = 4, batch_size: int = 128, stage2_top_k: int = 3, stage2_every: int = 10,
+                    min_keep: int = 1, seed: int = 0, device: str = "cpu"):
+    """Build the per-unit problem (see the module docstring); every bad value is a one-line error."""
+    import numpy as np
+    import torch
+
+    from .device import resolve_device
+    from .fitness import CalibrationData, ReconstructionFitness, TwoStage, build_evaluator
+    from .problems.channel_selection import ChannelSelectionProblem
+    from .pruning import PruningSpace
+    from .pruning.importance import l1_importance
+    from .sensitivity import keep_count
+    from .session import build_setup
+
+    if not checkpoint:
+        raise EvopruneError("problem 'channels' needs --checkpoint FILE (train one with 'evoprune train')")
+    if fitness not in FITNESSES:
+        raise EvopruneError(f"fitness must be one of {', '.join(FITNESSES)}, got {fitness!r}")
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < float(keep) < 1.0:
+        raise EvopruneError(f"keep must be a fraction in (0, 1), got {keep!r}")
+    for name, v in (("calib_batches", calib_batches), ("bn_batches", bn_batches), ("eval_batches", eval_batches),
+                    ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise EvopruneError(f"{name} must be a positive integer, got {v!r}")
+    s = build_setup(data, data_dir, model, 1.0, checkpoint, resolve_device(device), batch_size=int(batch_size),
+                    seed=0)
+    net = s.model.eval()
+    space = PruningSpace(net, (1, s.data.in_channels, s.data.image_size, s.data.image_size), warn=False)
+    names = [u.name for u in space.units]
+    if unit is None:
+        unit = names[0]
+    if unit not in names:
+        raise EvopruneError(f"unknown unit '{unit}'; the units of this model: {', '.join(names[:12])}"
+                            f"{' ...' if len(names) > 12 else ''}")
+    u = space.unit(unit)
+    if u.channel_groups > 1:
+        raise EvopruneError(f"unit '{unit}' feeds a grouped convolution ({u.channel_groups} blocks); the "
+                            "per-block constraint is not a plain k-subset problem yet: choose another unit")
+    k = keep_count(float(keep), u.channels, int(min_keep), u.channel_groups)
+    if k >= u.channels:
+        raise EvopruneError(f"keep={keep} keeps all {u.channels} channels of '{unit}'; give a smaller fraction")
+    calib = CalibrationData.from_loaders(s.loaders, train_batches=max(calib_batches, bn_batches),
+                                         held_out_batches=eval_batches, batch_size=int(batch_size), seed=int(seed))
+    s1 = ReconstructionFitness.from_space(space, u, calib, model=net)
+    if fitness == "reconstruction":
+        ev: Any = s1
+    else:
+        s2 = build_evaluator("network", space, u, calib, model=net, bn_batches=bn_batches)
+        ev = s2 if fitness == "network" else TwoStage(s1, s2, top_k=stage2_top_k, verify_every=stage2_every)
+    with torch.no_grad():
+        importance = np.asarray(l1_importance(net, space, unit), dtype=float)
+    return ChannelSelectionProblem(u.channels, k, ev, min_keep=u.min_keep, importance=importance,
+                                   name=f"channels[{unit}@{keep:g}:{fitness}]")
