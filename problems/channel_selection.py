@@ -153,7 +153,7 @@ class ChannelSelectionProblem:
         holders = [self.evaluator] + ([] if exact else [getattr(self.evaluator, "first", None)])
         for ev in holders:
             q = getattr(ev, "Q", None)
-            if q is not None and getattr(ev, "objectives", None) == ("reconstruction_error",):
+            if q is not None and getattr(ev, "name", None) == "reconstruction":  # exactly (1-m)^T Q (1-m)
                 q = q.detach().cpu().numpy() if hasattr(q, "detach") else q
                 return np.asarray(q, dtype=np.float64)
         return None

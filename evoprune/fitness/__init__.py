@@ -31,3 +31,4 @@ from .twostage import BIG, TwoStage
 __all__ = ["ConsumerSpec", "Evaluator", "as_consumers", "consumers_of", "check_masks", "mask_consumers",
            "get_evaluator", "build_evaluator", "CalibrationData", "gram_matrix", "ReconstructionFitness",
            "NetworkFitness", "split_model", "TwoStage", "BIG", "NaiveReconstruction"]
+from .refit_aware import RefitReconstructionFitness

@@ -1,0 +1,140 @@
+"""Least-squares refit of the consumers' weights on the kept channels (ThiNet; He et al. 2017).
+
+After a unit's channels are chosen, each consumer (a convolution or linear layer reading them) has lost the
+contribution of the removed inputs. With the consumer's input patches ``X`` (``[N, D]``, ``D = C_in kh kw``;
+unfolded on calibration batches of the training split) and its current weights ``W`` (``[C_out, D]``), the refit
+solves, for the kept columns ``S``,
+
+    W'_S = argmin ||X W^T - X_S W_S'^T||^2 + lam ||W_S'||^2  =  (G_SS + lam I)^-1 G_S: W^T      (G = X^T X)
+
+in float64, so the consumer reproduces its original pre-activation outputs from the kept channels as well as a
+linear map can; ``lam`` is ``ridge`` times the mean diagonal of ``G_SS`` (scale-free). Only ``G`` is accumulated,
+batch by batch (``D x D`` memory). The refit changes the kept columns only; physical pruning removes the rest.
+No intercept is fitted: a following BatchNorm (re-estimated by adaptive BN) absorbs the mean shift.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from evoprune.errors import EvopruneError
+
+DEFAULT_RIDGE = 1e-4
+MAX_POSITIONS = 8192  # input positions sampled per consumer and batch (all of them for small maps)
+
+
+def _patches(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(mod, nn.Linear):
+        return x.reshape(-1, x.shape[-1])
+    cols = torch.nn.functional.unfold(x, mod.kernel_size, dilation=mod.dilation, padding=mod.padding,
+                                      stride=mod.stride)  # [B, C_in*kh*kw, L]
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def check_refittable(model: nn.Module, space: Any, unit: str) -> List[Any]:
+    """The unit's consumers; a one-line error when one is not a plain convolution or linear layer."""
+    from evoprune.fitness.base import consumers_of
+
+    cons = consumers_of(space, unit, model)
+    for c in cons:
+        m = c.module
+        if isinstance(m, nn.Conv2d):
+            if m.groups != 1:
+                raise EvopruneError(f"--refit: consumer '{c.name}' of unit '{unit}' is a grouped/depthwise "
+                                    "convolution; refit needs plain convolutions or linear layers (drop --refit)")
+            if m.padding_mode != "zeros":
+                raise EvopruneError(f"--refit: consumer '{c.name}' pads with '{m.padding_mode}'; only zero padding "
+                                    "is supported (drop --refit)")
+        elif not isinstance(m, nn.Linear):
+            raise EvopruneError(f"--refit: consumer '{c.name}' of unit '{unit}' is a {type(m).__name__}, not a "
+                                "convolution or linear layer (drop --refit)")
+    return cons
+
+
+@torch.no_grad()
+def input_grams(model: nn.Module, modules: List[nn.Module], batches: Iterable[Any], seed: int = 0,
+                max_positions: Optional[int] = MAX_POSITIONS) -> List[torch.Tensor]:
+    """``G = X^T X`` (float64) of every module's input patches over ``batches``."""
+    grams: List[Optional[torch.Tensor]] = [None] * len(modules)
+    gen = torch.Generator().manual_seed(seed)
+
+    def hook(i):
+        def fn(mod, inputs):
+            x = _patches(mod, inputs[0].detach()).to(torch.float64)
+            if max_positions is not None and x.shape[0] > max_positions:
+                x = x[torch.randperm(x.shape[0], generator=gen)[:max_positions].to(x.device)]
+            g = x.T @ x
+            grams[i] = g if grams[i] is None else grams[i] + g
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook(i)) for i, m in enumerate(modules)]
+    was = model.training
+    model.eval()
+    try:
+        for b in batches:
+            x = b[0] if isinstance(b, (tuple, list)) else b
+            model(x.to(next(model.parameters()).device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    if any(g is None for g in grams):
+        raise EvopruneError("refit: a consumer saw no calibration input; the calibration batches are empty")
+    return [g.cpu() for g in grams]
+
+
+def _kept_columns(mod: nn.Module, removed_inputs: np.ndarray) -> np.ndarray:
+    d_in = mod.in_features if isinstance(mod, nn.Linear) else mod.in_channels
+    per = 1 if isinstance(mod, nn.Linear) else int(np.prod(mod.kernel_size))
+    keep_in = np.setdiff1d(np.arange(d_in), removed_inputs)
+    return (keep_in[:, None] * per + np.arange(per)[None]).reshape(-1)
+
+
+def solve_refit(gram: torch.Tensor, weight: torch.Tensor, kept_cols: np.ndarray, ridge: float = DEFAULT_RIDGE
+                ) -> torch.Tensor:
+    """Refit weights ``[C_out, |S|]`` of the kept columns: ``(G_SS + lam I)^-1 G_S: W^T`` in float64."""
+    g = gram.to(torch.float64)
+    w = weight.reshape(weight.shape[0], -1).to(torch.float64).cpu()
+    s = torch.as_tensor(kept_cols, dtype=torch.long)
+    gss = g[s][:, s]
+    lam = float(ridge) * float(gss.diagonal().mean().clamp_min(1e-300))
+    rhs = g[s] @ w.T  # [|S|, C_out]
+    sol = torch.linalg.solve(gss + lam * torch.eye(len(s), dtype=torch.float64), rhs)
+    return sol.T.contiguous()
+
+
+@torch.no_grad()
+def refit_unit(model: nn.Module, space: Any, unit: str, mask: np.ndarray, batches: Iterable[Any],
+               ridge: float = DEFAULT_RIDGE, seed: int = 0) -> Dict[str, Any]:
+    """Refit every consumer of ``unit`` in place for the kept channels ``mask``; returns the relative output error
+    of each consumer before and after (on the same calibration batches)."""
+    cons = check_refittable(model, space, unit)
+    mask = np.asarray(mask, dtype=bool)
+    batches = list(batches)
+    grams = input_grams(model, [c.module for c in cons], batches, seed=seed)
+    info: Dict[str, Any] = {}
+    for c, g in zip(cons, grams):
+        mod = c.module
+        removed = np.asarray(c.index.numpy()[~mask].reshape(-1), dtype=np.int64)
+        cols = _kept_columns(mod, removed)
+        w = mod.weight.reshape(mod.weight.shape[0], -1).to(torch.float64).cpu()
+        g64 = g.to(torch.float64)
+        total = float(torch.einsum("od,de,oe->", w, g64, w))  # ||X W^T||^2
+
+        def err(wk: torch.Tensor) -> float:  # ||X W^T - X_S Wk^T||^2 from G alone
+            s = torch.as_tensor(cols, dtype=torch.long)
+            cross = torch.einsum("od,ds,os->", w, g64[:, s], wk)
+            own = torch.einsum("os,st,ot->", wk, g64[s][:, s], wk)
+            return float(total - 2 * cross + own)
+
+        before = err(w[:, cols])
+        new = solve_refit(g64, mod.weight, cols, ridge)
+        after = err(new)
+        flat = mod.weight.data.reshape(mod.weight.shape[0], -1)
+        flat[:, torch.as_tensor(cols, dtype=torch.long)] = new.to(flat.dtype).to(flat.device)
+        mod.weight.data.copy_(flat.reshape(mod.weight.shape))
+        info[c.name] = {"rel_error_before": before / max(total, 1e-300), "rel_error_after": after / max(total, 1e-300)}
+    return info

@@ -1,0 +1,96 @@
+"""Least-squares refit of the consumers on the kept channels, and the refit-aware stage 1."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from evoprune.errors import EvopruneError
+from evoprune.pruning import PruningSpace
+from evoprune.pruning.refit import refit_unit
+
+
+class Two(nn.Module):
+    def __init__(self, consumer: nn.Module):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = consumer
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        y = self.conv2(torch.relu(self.bn1(self.conv1(x))))
+        return self.head(y.mean((2, 3)))
+
+
+def test_refit_reaches_the_least_squares_optimum():
+    torch.manual_seed(0)
+    model = Two(nn.Conv2d(8, 6, 3, padding=1, bias=False)).eval()
+    x = torch.randn(4, 3, 8, 8)
+    space = PruningSpace(model, (1, 3, 8, 8), warn=False)
+    mask = np.array([1, 0, 1, 1, 0, 1, 0, 1], dtype=bool)
+    # the closed form from explicit patches: min ||X W^T - X_S B^T||
+    with torch.no_grad():
+        h = torch.relu(model.bn1(model.conv1(x))).double()
+        cols = torch.nn.functional.unfold(h, 3, padding=1).transpose(1, 2).reshape(-1, 72).numpy()
+        w = model.conv2.weight.detach().double().reshape(6, -1).numpy()
+    keep_cols = (np.flatnonzero(mask)[:, None] * 9 + np.arange(9)).reshape(-1)
+    target = cols @ w.T
+    best, *_ = np.linalg.lstsq(cols[:, keep_cols], target, rcond=None)
+    info = refit_unit(model, space, "conv1", mask, [x], ridge=1e-12)
+    got = model.conv2.weight.detach().double().reshape(6, -1).numpy()[:, keep_cols]
+    assert np.allclose(got, best.T, rtol=1e-5, atol=1e-7)
+    opt = np.linalg.norm(target - cols[:, keep_cols] @ best) ** 2 / np.linalg.norm(target) ** 2
+    r = info["conv2"]
+    assert r["rel_error_after"] == pytest.approx(opt, rel=1e-5) and r["rel_error_after"] < r["rel_error_before"]
+
+
+def test_refit_refuses_grouped_consumers():
+    model = Two(nn.Conv2d(8, 6, 3, padding=1, groups=2)).eval()
+    space = PruningSpace(model, (1, 3, 8, 8), warn=False)
+    mask = np.array([1, 1, 1, 0, 1, 1, 1, 0], dtype=bool)
+    with pytest.raises(EvopruneError, match="grouped/depthwise"):
+        refit_unit(model, space, "conv1", mask, [torch.randn(2, 3, 8, 8)])
+
+
+def test_refit_aware_stage1_equals_a_brute_force_refit_per_candidate():
+    from evoprune.fitness.refit_aware import RefitReconstructionFitness
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(50, 10))  # contributions Z_c as columns
+    q = torch.from_numpy(z.T @ z)
+    ev = RefitReconstructionFitness.__new__(RefitReconstructionFitness)
+    ev.Q, ev.n, ev.unit, ev.evaluations = q, 10, "u", 0
+    masks = np.zeros((6, 10), dtype=bool)
+    for i in range(6):
+        masks[i, rng.choice(10, 4, replace=False)] = True
+    got = ev.error(torch.from_numpy(masks)).numpy()
+    for m, g in zip(masks, got):
+        target = z[:, ~m].sum(1)
+        a, *_ = np.linalg.lstsq(z[:, m], target, rcond=None)
+        assert g == pytest.approx(np.linalg.norm(target - z[:, m] @ a) ** 2, rel=1e-6)
+        plain = float((~m).astype(float) @ (z.T @ z) @ (~m).astype(float))
+        assert g <= plain + 1e-9  # a refit never leaves more error than no refit
+
+
+def test_attention_transfer_term_is_zero_for_the_teacher_itself_and_trains_the_student():
+    import copy
+
+    from evoprune.distill import kd_loss
+    from evoprune.models import create_model
+
+    torch.manual_seed(0)
+    teacher = create_model("vgg11", width=0.125).eval()
+    twin = copy.deepcopy(teacher)
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    plain, _ = kd_loss(teacher, alpha=1.0)(twin.eval(), x, y)
+    with_at, _ = kd_loss(teacher, alpha=1.0, at_weight=100.0)(twin.eval(), x, y)
+    assert with_at.item() == pytest.approx(plain.item(), abs=1e-6)  # identical maps: no AT loss
+    student = create_model("vgg11", width=0.125)  # another network with the same module names
+    fn = kd_loss(teacher, at_weight=10.0)
+    loss, _ = fn(student, x, y)
+    loss.backward()
+    assert loss.item() > kd_loss(teacher)(student, x, y)[0].item() and student.features[0].weight.grad is not None
+    with pytest.raises(EvopruneError, match="at-weight"):
+        kd_loss(teacher, at_weight=-1.0)
