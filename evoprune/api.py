@@ -6,22 +6,26 @@ from typing import Any, Callable, Optional, Tuple, Union
 
 from torch import nn
 
+from .config import PRUNE_DEFAULTS, PruneConfig
 from .data import ImageData, Loaders, load_dataset, make_loaders
 from .errors import EvopruneError
 
 
-def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10", *, target_macs: Optional[float] = None,
-          target_params: Optional[float] = None, strategy: str = "ga", out: Optional[Union[str, Path]] = None,
-          batch_size: int = 128, seed: int = 0, log: Optional[Callable[[str], None]] = None,
-          **options: Any) -> Tuple[nn.Module, Any]:
+def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10", *,
+          target_macs: Optional[float] = PRUNE_DEFAULTS["target_macs"],
+          target_params: Optional[float] = PRUNE_DEFAULTS["target_params"],
+          strategy: str = PRUNE_DEFAULTS["selector"], out: Optional[Union[str, Path]] = None,
+          batch_size: int = PRUNE_DEFAULTS["batch_size"], seed: int = PRUNE_DEFAULTS["seed"],
+          log: Optional[Callable[[str], None]] = None, **options: Any) -> Tuple[nn.Module, Any]:
     """Prune ``model`` with the paper's pipeline and return ``(pruned_model, report)``.
 
     ``target_macs`` / ``target_params``: fractions of the MACs / parameters to keep; give one or both (both: the
-    binding one decides); neither (and no ``max_drop``/``ratios``): keep 0.33 of the MACs.
+    binding one decides); neither (and no ``max_drop``/``ratios``): keep :data:`~evoprune.config.DEFAULT_TARGET_MACS`
+    (0.33) of the MACs.
     ``data``: a dataset name (``"cifar10"`` needs ``data_dir=``), an :class:`ImageData` or ready :class:`Loaders`.
     ``strategy``: the channel selector: ``"ga"`` (the paper's GA on the two-step fitness), ``"l1"``, ``"bn"``,
     ``"taylor"``, ``"random"``, ``"thinet"`` or ``"module:function"``. Other keyword options are fields of
-    :class:`evoprune.pipeline.PruneConfig` (``finetune_epochs=``, ``pop_size=``, ``order=``, ...). The input model
+    :class:`evoprune.config.PruneConfig` (``finetune_epochs=``, ``pop_size=``, ``order=``, ...). The input model
     is not modified.
 
     Example::
@@ -35,9 +39,6 @@ def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10
     from . import pipeline
 
     data_dir = options.pop("data_dir", None)
-    if target_macs is None and target_params is None and options.get("max_drop") is None \
-            and options.get("ratios") is None:
-        target_macs = 0.33  # the default target: keep a third of the MACs
     if isinstance(data, Loaders):
         loaders = data
     else:
@@ -46,12 +47,13 @@ def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10
             raise EvopruneError(f"data must be a dataset name, ImageData or Loaders, got {type(data).__name__}")
         device = next(model.parameters()).device
         loaders = make_loaders(d, batch_size=batch_size, seed=seed, device=device)
-    fields = set(pipeline.PruneConfig.__dataclass_fields__)
+    fields = set(PRUNE_DEFAULTS)
     bad = [k for k in options if k not in fields]
     if bad:
         raise EvopruneError(f"unknown option '{bad[0]}' for evoprune.prune; allowed: {', '.join(sorted(fields))}")
-    cfg = pipeline.PruneConfig(target_macs=target_macs, target_params=target_params, selector=strategy,
-                               batch_size=batch_size, seed=seed, **options)
+    # no target of any kind: PruneConfig fills in the default one
+    cfg = PruneConfig(target_macs=target_macs, target_params=target_params, selector=strategy,
+                      batch_size=batch_size, seed=seed, **options)
     run_dir = None
     if out is not None:
         from .io import prepare_run_dir

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,95 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import PruneConfig  # noqa: F401  (defined there; `from evoprune.pipeline import PruneConfig` works)
 from .data import Loaders
 from .errors import EvopruneError
 from .io import append_jsonl, read_json, read_jsonl, write_json
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class PruneConfig:
-    """Everything that decides the result of a pruning run (a resumed run must match it exactly)."""
-
-    target_macs: Optional[float] = 0.33     # keep this fraction of the MACs
-    target_params: Optional[float] = None   # or of the parameters
-    max_drop: Optional[float] = None        # or: every unit keeps the fewest channels with drop <= this
-    ratios: Optional[Dict[str, float]] = None  # or: explicit per-unit keep ratios
-    uniform: bool = False                   # one keep ratio for all units (baseline), still meeting the target
-    selector: str = "ga"                    # ga | l1 | bn | taylor | random | thinet | module:fn
-    order: str = "sensitivity"              # sensitivity | forward
-    sensitivity_method: str = "l1"
-    sensitivity_ratios: Tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
-    exclude: Tuple[str, ...] = ()
-    min_keep: int = 1
-    # GA (per unit) and its two-step fitness
-    pop_size: int = 50
-    generations: int = 60
-    crossover: Optional[str] = None
-    mutation: Optional[str] = None
-    selection: Optional[str] = None
-    fitness: str = "twostage"               # twostage | reconstruction | module:Evaluator
-    stage2_top_k: int = 3
-    stage2_every: int = 10
-    finalists: int = 5                      # hall of fame verified by stage 2 at the end of each unit's GA
-    calib_batches: int = 4                  # batches of calibration data for stage 1 statistics
-    bn_batches: int = 4                     # training batches for adaptive-BN re-estimation
-    eval_batches: int = 4                   # held-out calibration batches for stage-2 / sensitivity accuracy
-    # fine-tuning
-    finetune_steps: int = 50                # KD steps after each unit
-    finetune_epochs: int = 5                # final KD fine-tune
-    finetune_lr: float = 0.01
-    loss: str = "kd"                        # kd | ce
-    temperature: float = 4.0
-    alpha: float = 0.9
-    batch_size: int = 128
-    seed: int = 0
-
-    def validate(self) -> None:
-        given = [self.target_macs is not None or self.target_params is not None, self.max_drop is not None,
-                 self.ratios is not None]
-        if sum(given) != 1:
-            raise EvopruneError("give one kind of target: --target-macs and/or --target-params, or --max-drop, or "
-                                "--ratios")
-        for name in ("target_macs", "target_params"):
-            v = getattr(self, name)
-            if v is not None and not (0.0 < v <= 1.0 and np.isfinite(v)):
-                raise EvopruneError(f"--{name.replace('_', '-')} must be a fraction in (0, 1], got {v}")
-        if self.max_drop is not None and not (0.0 <= self.max_drop <= 1.0):
-            raise EvopruneError(f"--max-drop must be in [0, 1], got {self.max_drop}")
-        if self.order not in ("sensitivity", "forward"):
-            raise EvopruneError(f"--order must be 'sensitivity' or 'forward', got '{self.order}'")
-        if self.loss not in ("kd", "ce"):
-            raise EvopruneError(f"--loss must be 'kd' or 'ce', got '{self.loss}'")
-        if self.uniform and self.max_drop is not None:
-            raise EvopruneError("--uniform needs --target-macs or --target-params, not --max-drop")
-        for name in ("pop_size", "generations", "calib_batches", "bn_batches", "eval_batches", "batch_size",
-                     "min_keep"):
-            if getattr(self, name) < 1:
-                raise EvopruneError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("finetune_steps", "finetune_epochs", "stage2_top_k"):
-            if getattr(self, name) < 0:
-                raise EvopruneError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        import evoprune.pruning  # noqa: F401  (registers the built-in selectors)
-        from .registry import SELECTORS
-        from .selection import resolve_strategy_selector
-
-        strategy = resolve_strategy_selector(self.selector)  # a multi-objective strategy is refused here
-        for name in ([self.selector] if strategy is None else []) + [self.sensitivity_method]:
-            SELECTORS.get(name)  # an unknown name fails before any work or file
-        for r in self.sensitivity_ratios:
-            if not 0.0 < r < 1.0:
-                raise EvopruneError(f"sensitivity ratios must lie in (0, 1), got {r}")
-        if not self.finetune_lr > 0:
-            raise EvopruneError(f"--finetune-lr must be > 0, got {self.finetune_lr}")
-        if self.ratios is not None:
-            for u, r in self.ratios.items():
-                if not (isinstance(r, (int, float)) and 0.0 < r <= 1.0):
-                    raise EvopruneError(f"keep ratio for unit '{u}' must be in (0, 1], got {r!r}")
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass

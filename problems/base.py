@@ -99,23 +99,26 @@ def make_toolbox(problem: Any, *, init: Any = None, crossover: Any = None, mutat
     ``mate``/``mutate`` follow DEAP's in-place contract and repair their outputs when the operator does not keep the
     problem's cardinality, so classic loops (``algorithms.eaSimple``) stay feasible. Operators draw from ``rng``
     (default ``np.random.default_rng(seed)``); DEAP's own loops also use Python's ``random``, so seed both.
-    Names default to ``problem.default_operators``; multi-objective problems default to ``tools.selNSGA2``.
+    Names default to ``problem.default_operators``, then to the fixed-k row of
+    :data:`evoprune.config.OPERATOR_DEFAULTS`; multi-objective problems default to ``tools.selNSGA2``.
     """
     from deap import tools
 
+    from evoprune.config import operator_defaults
     from evoprune.operators import deap_select, get_operator
 
     if getattr(problem, "encoding", "binary") != "binary":
         raise EvopruneError(f"make_toolbox supports binary problems; problem '{problem.name}' is "
                             f"{problem.encoding}: register your own operators on a deap.base.Toolbox")
     rng = rng if rng is not None else np.random.default_rng(seed)
-    defaults = dict(getattr(problem, "default_operators", {}) or {})
+    defaults = operator_defaults(fixed_k=True)  # without the problem's own: the fixed-k ones, whatever its k
+    defaults.update(getattr(problem, "default_operators", {}) or {})
     n, k = int(problem.n_var), getattr(problem, "k", None)
     weights = tuple(problem.weights)
     imp = getattr(problem, "importance", None)
-    init_op = get_operator("init", init or defaults.get("init", "random-k"))
-    mate_op = get_operator("crossover", crossover or defaults.get("crossover", "cardinality"))
-    mut_op = get_operator("mutation", mutation or defaults.get("mutation", "swap"))
+    init_op = get_operator("init", init or defaults["init"])
+    mate_op = get_operator("crossover", crossover or defaults["crossover"])
+    mut_op = get_operator("mutation", mutation or defaults["mutation"])
     ikw, ckw, mkw = dict(init_kw or {}), dict(crossover_kw or {}), dict(mutation_kw or {})
 
     def sample(size: int) -> np.ndarray:
@@ -154,7 +157,7 @@ def make_toolbox(problem: Any, *, init: Any = None, crossover: Any = None, mutat
     if len(weights) > 1 and selection is None:
         tb.register("select", tools.selNSGA2)
     else:
-        sel = get_operator("selection", selection or defaults.get("selection", "tournament"))
+        sel = get_operator("selection", selection or defaults["selection"])
         tb.register("select", deap_select(sel, rng, **dict(selection_kw or {})))
     tb.register("evaluate", evaluate)
     tb.register("map", map)

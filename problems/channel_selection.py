@@ -9,14 +9,13 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from evoprune.config import OPERATOR_DEFAULTS, operator_defaults
 from evoprune.errors import EvopruneError
 
 from .base import check_population, make_toolbox, validate_kn
 
-# The GA defaults for fixed-k problems, chosen by benchmarks/ga_operators.py (see evoprune/strategies/ga.py).
-FIXED_K_OPERATORS = {"init": "random-k", "crossover": "cardinality", "mutation": "swap", "selection": "tournament"}
-# Without a cardinality constraint the positional operators are the natural ones.
-FREE_K_OPERATORS = {"init": "bernoulli", "crossover": "uniform", "mutation": "flip", "selection": "tournament"}
+# The default operators with and without a fixed k (names kept for callers; the table is evoprune.config's).
+FIXED_K_OPERATORS, FREE_K_OPERATORS = OPERATOR_DEFAULTS["fixed_k"], OPERATOR_DEFAULTS["free_k"]
 
 
 class ChannelSelectionProblem:
@@ -69,7 +68,7 @@ class ChannelSelectionProblem:
         if self.importance is not None and (self.importance.shape != (n,) or not np.all(np.isfinite(self.importance))):
             raise EvopruneError(f"importance must be {n} finite scores (one per channel), got shape "
                                 f"{np.shape(importance)}")
-        self.default_operators = dict(FIXED_K_OPERATORS if k is not None else FREE_K_OPERATORS)
+        self.default_operators = operator_defaults(fixed_k=k is not None)
         if init is not None:
             self.default_operators["init"] = init
         self.default_operators.update(default_operators or {})

@@ -61,6 +61,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from evoprune.config import operator_defaults
 from evoprune.errors import EvopruneError
 from evoprune.registry import PROBLEMS
 
@@ -287,8 +288,7 @@ class NetworkPruningProblem:
             self.upper = np.ones(self.n_units)
         else:
             self.n_var = int(self.sizes.sum())
-            self.default_operators = {"init": _MasksInit(self), "crossover": "uniform", "mutation": "flip",
-                                      "selection": "tournament"}
+            self.default_operators = dict(operator_defaults(fixed_k=False), init=_MasksInit(self))
         self.hv_ref: Optional[Tuple[float, ...]] = (1.0,) * len(self.objectives) if len(self.objectives) > 1 \
             else None
         self.k = None

@@ -9,7 +9,15 @@ import click
 
 from evoprune.commands.common import (Ctx, apply_config, data_kwargs, data_options, default_out, echo, emit_json, handle_errors,
                                       non_negative, positive, run_options, worker_options)
+from evoprune.config import DEFAULT_TARGET_MACS, PRUNE_DEFAULTS, PruneConfig
 from evoprune.errors import EvopruneError
+
+
+def _option(*decls, field=None, **kw):
+    """``click.option`` defaulting to the :class:`PruneConfig` field of the same name (``field``, else the long
+    flag without dashes), shown in --help; the dataclass is the one source of the number."""
+    name = field or decls[0].lstrip("-").replace("-", "_")
+    return click.option(*decls, default=PRUNE_DEFAULTS[name], show_default=True, **kw)
 
 
 def _fraction(ctx, param, value):
@@ -26,11 +34,10 @@ def _common_model_options(f):
                      help="Module-name pattern (fnmatch) of convs never to prune; repeatable.")(f)
     f = click.option("--calib-size", default=None, type=int, callback=non_negative,
                      help="Training images held out for calibration (default: as at training time).")(f)
-    f = click.option("--batch-size", default=128, show_default=True, type=int, callback=positive)(f)
-    f = click.option("--bn-batches", default=4, show_default=True, type=int, callback=positive,
-                     help="Training batches for adaptive-BN re-estimation.")(f)
-    f = click.option("--eval-batches", default=4, show_default=True, type=int, callback=positive,
-                     help="Held-out calibration batches for network-level accuracy.")(f)
+    f = _option("--batch-size", type=int, callback=positive)(f)
+    f = _option("--bn-batches", type=int, callback=positive, help="Training batches for adaptive-BN re-estimation.")(f)
+    f = _option("--eval-batches", type=int, callback=positive,
+                help="Held-out calibration batches for network-level accuracy.")(f)
     return f
 
 
@@ -47,76 +54,63 @@ def _load(p, device=None):
 
 
 def _config_from(p):
-    from evoprune.pipeline import PruneConfig
-
-    ratios = None
-    if p.get("ratios"):
+    """The :class:`PruneConfig` of the parsed options: the values of its fields that ``p`` holds (the rest, and
+    the default target, come from the dataclass)."""
+    given = {k: p[k] for k in PRUNE_DEFAULTS if k in p}
+    if given.get("ratios"):
         from evoprune.io import read_json
 
         data = read_json(p["ratios"], "ratios file")
         ratios = data.get("ratios", data) if isinstance(data, dict) else None
         if not isinstance(ratios, dict):
             raise EvopruneError(f"ratios file '{p['ratios']}' must hold an object unit -> keep ratio")
-    target_macs = p.get("target_macs")
-    if target_macs is None and p.get("target_params") is None and p.get("max_drop") is None and ratios is None:
-        target_macs = 0.33
-    return PruneConfig(
-        target_macs=target_macs, target_params=p.get("target_params"), max_drop=p.get("max_drop"), ratios=ratios,
-        uniform=p.get("uniform", False), selector=p.get("selector", "ga"), order=p.get("order", "sensitivity"),
-        sensitivity_method=p.get("sensitivity_method", "l1"), exclude=tuple(p.get("exclude") or ()),
-        min_keep=p.get("min_keep", 1), pop_size=p.get("pop_size", 50), generations=p.get("generations", 60),
-        crossover=p.get("crossover"), mutation=p.get("mutation"), selection=p.get("selection"),
-        fitness=p.get("fitness", "twostage"), stage2_top_k=p.get("stage2_top_k", 3),
-        stage2_every=p.get("stage2_every", 10), finalists=p.get("finalists", 5),
-        calib_batches=p.get("calib_batches", 4),
-        bn_batches=p["bn_batches"], eval_batches=p["eval_batches"], finetune_steps=p.get("finetune_steps", 50),
-        finetune_epochs=p.get("finetune_epochs", 5), finetune_lr=p.get("finetune_lr", 0.01),
-        loss=p.get("loss", "kd"), temperature=p.get("temperature", 4.0), alpha=p.get("alpha", 0.9),
-        batch_size=p["batch_size"], seed=p["seed"])
+        given["ratios"] = ratios
+    else:
+        given["ratios"] = None
+    if "exclude" in given:
+        given["exclude"] = tuple(given["exclude"] or ())
+    return PruneConfig(**given)
 
 
 @click.command()
 @_common_model_options
 @data_options
-@click.option("--target-macs", default=None, type=float, callback=_fraction,
-              help="Keep this fraction of the MACs (default 0.33 when no other target is given); with "
-                   "--target-params both budgets are met.")
-@click.option("--target-params", default=None, type=float, callback=_fraction, help="Keep this fraction of the parameters (alone, or with --target-macs).")
-@click.option("--max-drop", default=None, type=float, callback=non_negative,
-              help="Per-unit tolerated calibration-accuracy drop (fraction) instead of a global target.")
-@click.option("--ratios", default=None, type=click.Path(dir_okay=False), help="JSON file: unit -> keep ratio.")
+@_option("--target-macs", type=float, callback=_fraction,
+         help=f"Keep this fraction of the MACs (default {DEFAULT_TARGET_MACS} when no other target is given); with "
+              "--target-params both budgets are met.")
+@_option("--target-params", type=float, callback=_fraction,
+         help="Keep this fraction of the parameters (alone, or with --target-macs).")
+@_option("--max-drop", type=float, callback=non_negative,
+         help="Per-unit tolerated calibration-accuracy drop (fraction) instead of a global target.")
+@_option("--ratios", type=click.Path(dir_okay=False), help="JSON file: unit -> keep ratio.")
 @click.option("--uniform", is_flag=True, help="Same keep ratio for every unit (baseline allocation).")
 @click.option("--sensitivity", "sensitivity_file", default=None, type=click.Path(dir_okay=False),
               help="Reuse sensitivity curves (sensitivity.json from 'evoprune sensitivity' or an earlier prune run).")
-@click.option("--selector", default="ga", show_default=True,
-              help="Channel choice: ga, l1, bn, taylor, random, thinet or module:function.")
-@click.option("--order", default="sensitivity", show_default=True, type=click.Choice(["sensitivity", "forward"]),
-              help="Prune least sensitive units first, or front to back.")
-@click.option("--sensitivity-method", default="l1", show_default=True, help="Selector used for sensitivity curves.")
-@click.option("--min-keep", default=1, show_default=True, type=int, callback=positive)
-@click.option("--pop-size", default=50, show_default=True, type=int, callback=positive, help="GA population.")
-@click.option("--generations", default=60, show_default=True, type=int, callback=positive, help="GA generations.")
-@click.option("--crossover", default=None, help="GA crossover operator (name or module:fn).")
-@click.option("--mutation", default=None, help="GA mutation operator (name or module:fn).")
-@click.option("--selection", default=None, help="GA selection (roulette, tournament or module:fn).")
-@click.option("--fitness", default="twostage", show_default=True, help="twostage, reconstruction or module:Evaluator.")
-@click.option("--stage2-top-k", default=3, show_default=True, type=int, callback=non_negative,
-              help="Candidates per check verified by the network-level stage 2.")
-@click.option("--finalists", default=5, show_default=True, type=int, callback=positive,
-              help="Best genomes of each unit's GA verified by stage 2 at the end; the lowest loss wins.")
-@click.option("--stage2-every", default=10, show_default=True, type=int, callback=positive,
-              help="Run stage 2 every N generations (and on the final population).")
-@click.option("--calib-batches", default=4, show_default=True, type=int, callback=positive,
-              help="Batches for stage-1 reconstruction statistics.")
-@click.option("--finetune-steps", default=50, show_default=True, type=int, callback=non_negative,
-              help="KD fine-tune steps after each unit.")
-@click.option("--finetune-epochs", default=5, show_default=True, type=int, callback=non_negative,
-              help="Final KD fine-tune epochs.")
-@click.option("--finetune-lr", default=0.01, show_default=True, type=float, callback=positive)
-@click.option("--loss", default="kd", show_default=True, type=click.Choice(["kd", "ce"]),
-              help="Fine-tune loss: knowledge distillation from the original, or plain cross-entropy.")
-@click.option("--temperature", default=4.0, show_default=True, type=float, callback=positive)
-@click.option("--alpha", default=0.9, show_default=True, type=float, callback=non_negative)
+@_option("--selector", help="Channel choice: ga, l1, bn, taylor, random, thinet or module:function.")
+@_option("--order", type=click.Choice(["sensitivity", "forward"]),
+         help="Prune least sensitive units first, or front to back.")
+@_option("--sensitivity-method", help="Selector used for sensitivity curves.")
+@_option("--min-keep", type=int, callback=positive)
+@_option("--pop-size", type=int, callback=positive, help="GA population.")
+@_option("--generations", type=int, callback=positive, help="GA generations.")
+@_option("--crossover", help="GA crossover operator (name or module:fn).")
+@_option("--mutation", help="GA mutation operator (name or module:fn).")
+@_option("--selection", help="GA selection (roulette, tournament or module:fn).")
+@_option("--fitness", help="twostage, reconstruction or module:Evaluator.")
+@_option("--stage2-top-k", type=int, callback=non_negative,
+         help="Candidates per check verified by the network-level stage 2.")
+@_option("--finalists", type=int, callback=positive,
+         help="Best genomes of each unit's GA verified by stage 2 at the end; the lowest loss wins.")
+@_option("--stage2-every", type=int, callback=positive,
+         help="Run stage 2 every N generations (and on the final population).")
+@_option("--calib-batches", type=int, callback=positive, help="Batches for stage-1 reconstruction statistics.")
+@_option("--finetune-steps", type=int, callback=non_negative, help="KD fine-tune steps after each unit.")
+@_option("--finetune-epochs", type=int, callback=non_negative, help="Final KD fine-tune epochs.")
+@_option("--finetune-lr", type=float, callback=positive)
+@_option("--loss", type=click.Choice(["kd", "ce"]),
+         help="Fine-tune loss: knowledge distillation from the original, or plain cross-entropy.")
+@_option("--temperature", type=float, callback=positive)
+@_option("--alpha", type=float, callback=non_negative)
 @click.option("--dry-run", is_flag=True, help="Compute sensitivity and show the allocation, prune nothing.")
 @worker_options
 @run_options
@@ -226,10 +220,10 @@ def dry_run(s, cfg, out, log):
 @click.command()
 @_common_model_options
 @data_options
-@click.option("--method", "sensitivity_method", default="l1", show_default=True,
-              help="How channels are chosen at each ratio: l1, bn, taylor, random, thinet or module:fn.")
-@click.option("--ratios", "grid", default="0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1", show_default=True,
-              help="Comma-separated keep ratios.")
+@_option("--method", "sensitivity_method", field="sensitivity_method",
+         help="How channels are chosen at each ratio: l1, bn, taylor, random, thinet or module:fn.")
+@click.option("--ratios", "grid", default=",".join(str(r) for r in PRUNE_DEFAULTS["sensitivity_ratios"]),
+              show_default=True, help="Comma-separated keep ratios.")
 @worker_options
 @run_options
 @click.pass_context

@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from deap import tools
 
+from evoprune.config import OPERATOR_DEFAULTS
 from evoprune.errors import EvopruneError
 from evoprune.registry import STRATEGIES
 from evoprune.signals import graceful
@@ -50,10 +51,7 @@ GA_DEFAULTS: Dict[str, Any] = {
     "pop_size": 100,
     "cxpb": 0.9,
     "mutpb": 0.7,
-    "crossover": "cardinality",
-    "mutation": "swap",
-    "selection": "tournament",
-    "init": "random-k",
+    **OPERATOR_DEFAULTS["fixed_k"],  # crossover, mutation, selection, init
     "elite": 2,
     "stagnation": 50,
     "hof_size": 10,

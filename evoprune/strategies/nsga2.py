@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from deap import tools
 
+from evoprune.config import operator_defaults
 from evoprune.errors import EvopruneError
 from evoprune.problems.base import FitnessND
 from evoprune.registry import STRATEGIES
@@ -74,8 +75,9 @@ class _Variation:
 
             fixed_k = isinstance(getattr(problem, "k", None), numbers.Integral)
             preferred = dict(getattr(problem, "default_operators", None) or {})
-            self.cx_name = p["crossover"] or preferred.get("crossover") or ("cardinality" if fixed_k else "uniform")
-            self.mut_name = p["mutation"] or preferred.get("mutation") or ("swap" if fixed_k else "flip")
+            fallback = operator_defaults(fixed_k)
+            self.cx_name = p["crossover"] or preferred.get("crossover") or fallback["crossover"]
+            self.mut_name = p["mutation"] or preferred.get("mutation") or fallback["mutation"]
             self.cx = get_operator("crossover", self.cx_name)
             self.mut = get_operator("mutation", self.mut_name)
         p["crossover"], p["mutation"] = self.cx_name, self.mut_name
