@@ -34,6 +34,9 @@ def operator_defaults(fixed_k: bool = True) -> Dict[str, str]:
     return dict(OPERATOR_DEFAULTS["fixed_k" if fixed_k else "free_k"])
 
 
+_LATER_FIELDS = {"refit": False, "at_weight": 0.0}
+
+
 @dataclass
 class PruneConfig:
     """Everything that decides the result of a pruning run (a resumed run must match it exactly).
@@ -59,10 +62,11 @@ class PruneConfig:
     crossover: Optional[str] = None
     mutation: Optional[str] = None
     selection: Optional[str] = None
-    fitness: str = "twostage"               # twostage | reconstruction | module:Evaluator
+    fitness: str = "twostage"               # twostage | reconstruction | reconstruction-refit | module:Evaluator
     stage2_top_k: int = 3
     stage2_every: int = 10
     finalists: int = 5                      # hall of fame verified by stage 2 at the end of each unit's GA
+    refit: bool = False                     # least-squares refit of the consumers on the kept channels
     calib_batches: int = 4                  # batches of calibration data for stage 1 statistics
     bn_batches: int = 4                     # training batches for adaptive-BN re-estimation
     eval_batches: int = 4                   # held-out calibration batches for stage-2 / sensitivity accuracy
@@ -73,6 +77,7 @@ class PruneConfig:
     loss: str = "kd"                        # kd | ce
     temperature: float = 4.0
     alpha: float = 0.9
+    at_weight: float = 0.0                  # attention-transfer term of the KD loss (0: plain Hinton KD)
     batch_size: int = 128
     seed: int = 0
 
@@ -123,6 +128,10 @@ class PruneConfig:
         for r in self.sensitivity_ratios:
             if not 0.0 < r < 1.0:
                 raise EvopruneError(f"sensitivity ratios must lie in (0, 1), got {r}")
+        if not (self.at_weight >= 0 and np.isfinite(self.at_weight)):
+            raise EvopruneError(f"--at-weight must be >= 0, got {self.at_weight}")
+        if self.at_weight > 0 and self.loss != "kd":
+            raise EvopruneError("--at-weight is a term of the KD loss; use it with --loss kd")
         if not self.finetune_lr > 0:
             raise EvopruneError(f"--finetune-lr must be > 0, got {self.finetune_lr}")
         if self.ratios is not None:
@@ -131,7 +140,9 @@ class PruneConfig:
                     raise EvopruneError(f"keep ratio for unit '{u}' must be in (0, 1], got {r!r}")
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        # options added later count only when set, so run directories made before them still resume
+        d = {k: v for k, v in asdict(self).items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_defaults(cls: type = PruneConfig) -> Dict[str, Any]:

@@ -626,7 +626,8 @@ class Loaders:
 
 
 def make_loaders(data, batch_size: int = 128, seed: int = 0, calib_size: Optional[int] = None,
-                 device: torch.device | str = "cpu", channels_last: bool = False, eval_batch_size: int = 256,
+                 device: torch.device | str = "cpu", channels_last: bool = False,
+                 eval_batch_size: Optional[int] = None,
                  limit_train: Optional[int] = None, shard: Tuple[int, int] = (0, 1), workers: int = 2) -> Loaders:
     """Training / calibration / test loaders. The calibration split is held out of training.
 
@@ -634,6 +635,8 @@ def make_loaders(data, batch_size: int = 128, seed: int = 0, calib_size: Optiona
     (``workers`` decoding processes); the split, the batch order and the loaders' interface are the same.
     """
     n = data.n_train
+    if eval_batch_size is None:  # 256 small images per evaluation batch; large ones no more than --batch-size
+        eval_batch_size = 256 if data.image_size <= 64 else max(1, min(256, int(batch_size)))
     calib_size = default_calib_size(n) if calib_size is None else calib_size
     tr_idx, ca_idx = split_calibration(n, calib_size, seed=0)  # fixed split: the same across seeds and commands
     if limit_train:

@@ -1,4 +1,4 @@
-"""The demo's pruning half: the paper's GA vs the L1-norm criterion at the same allocation, plus a Pareto plot."""
+"""The demo's pipeline half: the paper's GA vs the L1-norm criterion at the same allocation and fine-tune."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,16 +10,15 @@ def demo_prune(s, run: Path, target_macs: float, seed: int, base_top1: float, pr
     """Prune the demo's baseline twice (GA, L1) with identical ratios and fine-tuning; return table rows."""
     from . import pipeline
     from .io import prepare_run_dir
-    from .plot import plot_points
 
     common = dict(target_macs=target_macs, seed=seed, batch_size=64, pop_size=30, generations=30,
                   finetune_steps=20, finetune_epochs=3, finetune_lr=0.01, bn_batches=2, eval_batches=2,
                   calib_batches=2, stage2_top_k=2, stage2_every=10, finalists=3,
                   sensitivity_ratios=(0.8, 0.6, 0.4, 0.2))
-    rows, points = [], {"unpruned": [(1.0, base_top1)]}
+    rows = []
     sens = None
-    for i, (label, selector) in enumerate((("GA + two-step fitness, KD", "ga"), ("L1 norm (Li et al.), KD", "l1"))):
-        log(f"[{i + 2}/3] pruning to {target_macs:.2f} of the MACs, channels chosen by {label}")
+    for label, selector in (("GA + two-step fitness", "ga"), ("L1 norm (Li et al.)", "l1")):
+        log(f"[3/3] the paper's pipeline to {target_macs:.2f} of the MACs, channels chosen by {label}")
         out = prepare_run_dir(run / f"prune-{selector}", overwrite=True)
         model, rep = pipeline.run(s.model, s.loaders, pipeline.PruneConfig(selector=selector, **common), out=out,
                                   meta=dict(s.meta, source="baseline.pt"), log=lambda m: log("  " + m),
@@ -29,7 +28,5 @@ def demo_prune(s, run: Path, target_macs: float, seed: int, base_top1: float, pr
 
             sens = Sensitivity.from_json(rep.extra["sensitivity"])
         rows.append({"model": label, "params": rep.final["params"], "macs": rep.final["macs"],
-                     "test_top1": rep.final["test_top1"]})
-        points[label] = [(rep.final["macs_ratio"], rep.final["test_top1"])]
-    plot_points(points, run / "pareto", title="Demo: test accuracy vs MACs (bundled mini CIFAR-10)")
+                     "macs_fraction": rep.final["macs_ratio"], "test_top1": rep.final["test_top1"]})
     return rows

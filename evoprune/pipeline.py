@@ -151,6 +151,11 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
     x0 = example_input(loaders).to(device)
     space0 = PruningSpace(model, x0, exclude=cfg.exclude, min_keep=cfg.min_keep)
     cost0 = CostModel(space0)
+    if cfg.refit:  # every unit's consumers must be refittable: refuse before any work, not midway
+        from .pruning.refit import check_refittable
+
+        for u in space0.names:
+            check_refittable(model, space0, u)
     calib = loaders.calib_batches(cfg.eval_batches, batch_size=cfg.batch_size)  # = CalibrationData.held_out
     base_calib = evaluate(model, calib, device)
     base_test = evaluate(model, loaders.test, device)
@@ -202,7 +207,7 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
         current, pruned, records, done = _load_progress(state_dir, cfg, current)
         if done:
             log(f"resuming after {done} completed unit(s)")
-    loss_fn = kd_loss(teacher, cfg.temperature, cfg.alpha) if cfg.loss == "kd" else ce_loss()
+    loss_fn = kd_loss(teacher, cfg.temperature, cfg.alpha, cfg.at_weight) if cfg.loss == "kd" else ce_loss()
     for i, unit in enumerate(order):
         if i < done:
             continue
@@ -215,6 +220,11 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
                                                       backend=backend))
         if backend is not None:
             backend.clear_shared()  # the workers' copy of this unit's evaluator is stale after pruning
+        if cfg.refit:
+            from .pruning.refit import refit_unit
+
+            info["refit"] = refit_unit(current, space, unit, mask, loaders.train_batches(cfg.calib_batches,
+                                                                                        seed=useed), seed=useed)
         current = apply(current, {unit: mask}, space)
         pruned[unit] = np.flatnonzero(mask).tolist()
         adaptive_bn(current, loaders.train_batches(cfg.bn_batches, seed=useed))

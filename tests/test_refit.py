@@ -94,3 +94,28 @@ def test_attention_transfer_term_is_zero_for_the_teacher_itself_and_trains_the_s
     assert loss.item() > kd_loss(teacher)(student, x, y)[0].item() and student.features[0].weight.grad is not None
     with pytest.raises(EvopruneError, match="at-weight"):
         kd_loss(teacher, at_weight=-1.0)
+
+
+def test_prune_with_refit_and_attention_transfer(tiny_checkpoint, tmp_path):
+    import json
+
+    from prune_helpers import FAST, cli
+
+    out = tmp_path / "refit"
+    r = cli("prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", "--selector", "l1", "--refit",
+            "--at-weight", "50", "--fitness", "reconstruction-refit", *FAST, "--out", out)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["refit"] and res["config"]["at_weight"] == 50.0
+    for u in res["units"]:  # every consumer's output error after the refit is at most the error before it
+        assert all(v["rel_error_after"] <= v["rel_error_before"] + 1e-9 for v in u["refit"].values())
+    bad = cli("prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", "--at-weight", "1", "--loss", "ce",
+              *FAST, "--out", tmp_path / "bad")
+    assert bad.returncode == 2 and "--at-weight" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_fingerprint_of_a_config_without_the_later_options_is_unchanged():
+    from evoprune.config import PruneConfig
+
+    assert PruneConfig().fingerprint() == PruneConfig(refit=False, at_weight=0.0).fingerprint()
+    assert PruneConfig(refit=True).fingerprint() != PruneConfig().fingerprint()

@@ -96,7 +96,8 @@ def _config_from(p):
 @_option("--crossover", help="GA crossover operator (name or module:fn).")
 @_option("--mutation", help="GA mutation operator (name or module:fn).")
 @_option("--selection", help="GA selection (roulette, tournament or module:fn).")
-@_option("--fitness", help="twostage, reconstruction or module:Evaluator.")
+@_option("--fitness", help="twostage, reconstruction, reconstruction-refit (stage 1 after the optimal re-weighting "
+                          "of the kept channels) or module:Evaluator.")
 @_option("--stage2-top-k", type=int, callback=non_negative,
          help="Candidates per check verified by the network-level stage 2.")
 @_option("--finalists", type=int, callback=positive,
@@ -111,6 +112,10 @@ def _config_from(p):
          help="Fine-tune loss: knowledge distillation from the original, or plain cross-entropy.")
 @_option("--temperature", type=float, callback=positive)
 @_option("--alpha", type=float, callback=non_negative)
+@_option("--at-weight", type=float, callback=non_negative,
+         help="Attention-transfer term of the KD loss (Zagoruyko & Komodakis 2017); 0: plain KD.")
+@click.option("--refit/--no-refit", default=PRUNE_DEFAULTS["refit"], show_default=True,
+              help="Least-squares refit of each unit's consumers on the kept channels (ThiNet) before pruning.")
 @click.option("--dry-run", is_flag=True, help="Compute sensitivity and show the allocation, prune nothing.")
 @worker_options
 @run_options
