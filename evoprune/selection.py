@@ -93,13 +93,6 @@ def ga_select(model: nn.Module, space, unit: str, k: int, loaders, cfg, seed: in
     t0 = time.perf_counter()
     calib = calibration(loaders, cfg, seed)
     u = space.unit(unit)
-    if u.channel_groups > 1:
-        # the GA's k-subset genome cannot express "the same count in every group block": keep its choice honest
-        from .registry import SELECTORS
-
-        log(f"  {unit} feeds a grouped conv ({u.channel_groups} blocks): channels chosen by L1, not the GA")
-        mask = np.asarray(SELECTORS.get("l1")(model, space, unit, k, batches=calib.train))
-        return mask, {"selector_fallback": "l1", "stage1_error": float(stage1_error(model, space, unit, mask, calib)[0])}
     s1 = ReconstructionFitness.from_space(space, u, calib, model=model)
     if cfg.fitness == "twostage":
         s2 = build_evaluator("network", space, u, calib, model=model, bn_batches=cfg.bn_batches)
@@ -108,7 +101,8 @@ def ga_select(model: nn.Module, space, unit: str, k: int, loaders, cfg, seed: in
         fitness = s1
     else:
         fitness = build_evaluator(cfg.fitness, space, u, calib, model=model)
-    problem = ChannelSelectionProblem(u.channels, k, fitness, min_keep=u.min_keep, name=f"channels[{unit}]")
+    problem = ChannelSelectionProblem(u.channels, k, fitness, min_keep=u.min_keep, name=f"channels[{unit}]",
+                                      groups=u.channel_groups)  # per-block cardinality for grouped consumers
     res = run_strategy(strategy, problem, cfg.pop_size * (cfg.generations + 1), seed,
                        **strategy_params(strategy, cfg))
     finalists = np.asarray(res.front_genomes, dtype=bool).reshape(-1, u.channels)[: max(1, cfg.finalists)]

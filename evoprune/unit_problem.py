@@ -57,9 +57,6 @@ def channel_problem(checkpoint: Optional[str] = None, data: str = "mini-cifar10"
         raise EvopruneError(f"unknown unit '{unit}'; the units of this model: {', '.join(names[:12])}"
                             f"{' ...' if len(names) > 12 else ''}")
     u = space.unit(unit)
-    if u.channel_groups > 1:
-        raise EvopruneError(f"unit '{unit}' feeds a grouped convolution ({u.channel_groups} blocks); the "
-                            "per-block constraint is not a plain k-subset problem yet: choose another unit")
     k = keep_count(float(keep), u.channels, int(min_keep), u.channel_groups)
     if k >= u.channels:
         raise EvopruneError(f"keep={keep} keeps all {u.channels} channels of '{unit}'; give a smaller fraction")
@@ -74,4 +71,4 @@ def channel_problem(checkpoint: Optional[str] = None, data: str = "mini-cifar10"
     with torch.no_grad():
         importance = np.asarray(l1_importance(net, space, unit), dtype=float)
     return ChannelSelectionProblem(u.channels, k, ev, min_keep=u.min_keep, importance=importance,
-                                   name=f"channels[{unit}@{keep:g}:{fitness}]")
+                                   name=f"channels[{unit}@{keep:g}:{fitness}]", groups=u.channel_groups)

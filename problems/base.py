@@ -116,9 +116,10 @@ def make_toolbox(problem: Any, *, init: Any = None, crossover: Any = None, mutat
     n, k = int(problem.n_var), getattr(problem, "k", None)
     weights = tuple(problem.weights)
     imp = getattr(problem, "importance", None)
-    init_op = get_operator("init", init or defaults["init"])
-    mate_op = get_operator("crossover", crossover or defaults["crossover"])
-    mut_op = get_operator("mutation", mutation or defaults["mutation"])
+    adapt = getattr(problem, "adapt_operator", lambda kind, op: op)  # per-block operators for grouped units
+    init_op = adapt("init", get_operator("init", init or defaults["init"]))
+    mate_op = adapt("crossover", get_operator("crossover", crossover or defaults["crossover"]))
+    mut_op = adapt("mutation", get_operator("mutation", mutation or defaults["mutation"]))
     ikw, ckw, mkw = dict(init_kw or {}), dict(crossover_kw or {}), dict(mutation_kw or {})
 
     def sample(size: int) -> np.ndarray:

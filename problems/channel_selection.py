@@ -39,7 +39,7 @@ class ChannelSelectionProblem:
                  importance: Optional[Sequence[float]] = None, name: Optional[str] = None,
                  objectives: Optional[Sequence[str]] = None, weights: Optional[Sequence[float]] = None,
                  repair: Optional[str] = None, init: Optional[str] = None,
-                 default_operators: Optional[Dict[str, str]] = None) -> None:
+                 default_operators: Optional[Dict[str, str]] = None, groups: int = 1) -> None:
         n = _as_int("n", n)
         if k is None:
             if n < 1:
@@ -73,6 +73,11 @@ class ChannelSelectionProblem:
             self.default_operators["init"] = init
         self.default_operators.update(default_operators or {})
         self._repair_name = repair or ("exact-k-random" if k is not None else "min-keep")
+        self.groups = _as_int("groups", groups)
+        if self.groups > 1:
+            from evoprune.operators.blockwise import check_blocks
+
+            check_blocks(n, k, self.groups)
         ops = self._ops()  # resolve now: a bad name fails at construction, not mid-run
         if k is not None and getattr(ops["repair"], "_evoprune_builtin", False) and not ops["repair"].preserves_k:
             raise EvopruneError(f"repair '{self._repair_name}' does not enforce k; use exact-k-random or "
@@ -84,10 +89,19 @@ class ChannelSelectionProblem:
         if ops is None:
             from evoprune.operators import get_operator  # late: operators import nothing from problems
 
-            ops = {"repair": get_operator("repair", self._repair_name),
-                   "init": get_operator("init", self.default_operators["init"])}
+            ops = {"repair": self.adapt_operator("repair", get_operator("repair", self._repair_name)),
+                   "init": self.adapt_operator("init", get_operator("init", self.default_operators["init"]))}
             self.__dict__["_op_cache"] = ops
         return ops
+
+    def adapt_operator(self, kind: str, op: Any) -> Any:
+        """``op`` as this problem needs it: per block when the unit feeds a grouped convolution (exactly
+        ``k / groups`` kept channels in each of ``groups`` blocks; :mod:`evoprune.operators.blockwise`)."""
+        if getattr(self, "groups", 1) == 1:
+            return op
+        from evoprune.operators.blockwise import blockwise
+
+        return blockwise(op, kind, self.groups)
 
     def __getstate__(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_op_cache"}

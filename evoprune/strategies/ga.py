@@ -194,7 +194,8 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
     defaults.update({kk: v for kk, v in (getattr(problem, "default_operators", {}) or {}).items() if v})
     names = {"init": init or defaults["init"], "crossover": crossover or defaults["crossover"],
              "mutation": mutation or defaults["mutation"], "selection": selection or defaults["selection"]}
-    ops = {kind: get_operator(kind, nm) for kind, nm in names.items()}
+    adapt = getattr(problem, "adapt_operator", lambda kind, op: op)  # per-block operators for grouped units
+    ops = {kind: adapt(kind, get_operator(kind, nm)) for kind, nm in names.items()}
     kws = {"init": dict(init_kw or {}), "crossover": dict(crossover_kw or {}), "mutation": dict(mutation_kw or {}),
            "selection": dict(selection_kw or {})}
     params: Dict[str, Any] = {
@@ -351,13 +352,14 @@ def _seed_population(pop: np.ndarray, seeding: str, fraction: float, problem: An
     if seeding == "greedy":
         from evoprune.pruning.greedy import greedy_removal
 
-        g = greedy_removal(problem.quadratic(exact=False), k)
+        g = greedy_removal(problem.quadratic(exact=False), k, groups=getattr(problem, "groups", 1))
         seeds = np.repeat(g[None], m, axis=0)
         if m > 1:
-            swap = get_operator("mutation", "swap")
-            seeds[1:] = swap.batch(seeds[1:], rng=rng)
+            adapt = getattr(problem, "adapt_operator", lambda kind, op: op)
+            seeds[1:] = adapt("mutation", get_operator("mutation", "swap")).batch(seeds[1:], rng=rng)
     else:
-        seeds = get_operator("init", "importance")(m, n, k, rng=rng, importance=problem.importance)
+        init = getattr(problem, "adapt_operator", lambda kind, op: op)("init", get_operator("init", "importance"))
+        seeds = init(m, n, k, rng=rng, importance=problem.importance)
     pop = pop.copy()
     pop[:m] = problem.repair(np.asarray(seeds, dtype=bool), rng)
     return pop
@@ -378,7 +380,8 @@ def _descend_best(off: np.ndarray, off_fit: np.ndarray, weight: float, problem: 
             exhausted[0] = True
         return exhausted[0]
 
-    mask, value, _ = swap_descent(problem.quadratic(exact=True), off[i], max_evals=min(cap, ev.remaining), rng=rng,
+    mask, value, _ = swap_descent(problem.quadratic(exact=True), off[i], groups=getattr(problem, "groups", 1),
+                                  max_evals=min(cap, ev.remaining), rng=rng,
                                   on_row=on_row)
     if value * weight > off_fit[i, 0] * weight:
         off[i], off_fit[i, 0] = mask, value
