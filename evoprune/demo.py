@@ -41,7 +41,7 @@ def bundled_network(path: Path = BUNDLED, sha256: str = BUNDLED_SHA256) -> Path:
 
 
 def run_demo(out: str = "runs/demo", overwrite: bool = False, train: bool = False, epochs: int = 30,
-             target_macs: float = 0.33, budget: int = 120, seed: int = 0, device: str = "auto",
+             target_macs: float = 0.33, budget: int = 72, seed: int = 0, device: str = "auto",
              progress: bool = True, log: Callable[[str], None] = print) -> Dict:
     """Run the demo into ``out``; returns the summary (rows of the table, the front, the reading)."""
     from .models import count_params

@@ -14,7 +14,7 @@ from evoprune.commands.common import Ctx, echo, emit_json, handle_errors
 @click.option("--train", is_flag=True, help="Train the VGG on the bundled subset first instead of using the "
               "bundled trained network.")
 @click.option("--epochs", default=30, show_default=True, type=int, help="Training epochs with --train.")
-@click.option("--budget", default=120, show_default=True, type=int, help="NSGA-II evaluations for the front.")
+@click.option("--budget", default=72, show_default=True, type=int, help="NSGA-II evaluations for the front.")
 @click.option("--target-macs", default=0.33, show_default=True, type=float, help="Fraction of MACs to keep.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
