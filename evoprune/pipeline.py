@@ -376,7 +376,7 @@ def compute_sensitivity(model: nn.Module, space, loaders: Loaders, cfg: PruneCon
         if backend is not None:
             backend.clear_shared()  # one unit's evaluator at a time on the workers
         loss[i], acc[i] = res[:, 0], res[:, 1]
-        log(f"  {u.name:<24} ({u.channels:>4} ch)  acc at {ratios[0]:.1f}..{ratios[-1]:.1f}: "
+        log(f"  {u.name:<24} ({u.channels:>4} ch)  acc at {ratios[0]:g}..{ratios[-1]:g}: "
             + " ".join(f"{a:.3f}" for a in acc[i]))
     sens = Sensitivity(space.names, space.sizes, ratios, acc, base_acc, cfg.sensitivity_method, loss)
     sens.extra["time_s"] = time.perf_counter() - t0

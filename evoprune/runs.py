@@ -593,6 +593,10 @@ def run_compare(problem: str, problem_params: Mapping[str, Any], out: Union[str,
     summary["budget"] = budget
     summary["seeds"] = seeds
     summary["runs_dir"] = {n: f"{d}/seed<k>" for n, d in zip(names, dirs)}
+    if len(seeds) >= 2:  # rank-sum tests (Holm) and the runtime ECDF: tests.csv, ecdf.png
+        from evoprune.stats import compare_report
+
+        summary["statistics"] = compare_report(results, prob, run_dir)
     write_summary(run_dir, summary)
     log("")
     log(format_table(summary))

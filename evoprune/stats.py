@@ -178,3 +178,54 @@ def plot_ecdf(curves: Mapping[str, np.ndarray], grid: np.ndarray, title: str, pa
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return save_figure(fig, path_stem, list(formats))
+
+
+def compare_report(results: Mapping[str, Sequence[object]], problem: object, out) -> Dict[str, object]:
+    """The statistics of ``evoprune compare`` (one problem, strategies x seeds): rank-sum tests of every strategy
+    against the best with Holm's correction (``tests.csv``) and, for one objective, the runtime ECDF over (target,
+    seed) pairs of relative gaps to the best value known (the problem's optimum, else the best of all runs;
+    ``ecdf.png``). Multi-objective runs are tested on the hypervolume of their fronts (a shared reference point)."""
+    import csv
+    import io as _io
+    from pathlib import Path
+
+    from .indicators import hypervolume, reference_point
+    from .io import atomic_write_text
+
+    out = Path(out)
+    weights = tuple(getattr(problem, "weights"))
+    names = list(results)
+    if len(weights) == 1:
+        w = weights[0]
+        values = {n: [float(np.ravel(r.best_fitness)[0]) for r in results[n]] for n in names}
+        best, tests = ranksum_vs_best(values, lower_is_better=w < 0)
+        opt = getattr(problem, "optimum", None)
+        ref = float(opt) if opt is not None else (min if w < 0 else max)(v for vs in values.values() for v in vs)
+        scale = max(abs(ref), 1e-300)
+        budget = max(int(r.evaluations) for rs in results.values() for r in rs)
+        grid = np.unique(np.round(np.logspace(0, np.log10(max(budget, 1)), 200)))
+        curves = {}
+        for n in names:
+            traces = []
+            for r in results[n]:
+                hist = np.asarray(r.history_fitness, dtype=float)[:, 0] * (-1 if w > 0 else 1)
+                ev, vals = change_points(best_so_far(hist))
+                traces.append((ev, (vals * (-1 if w > 0 else 1) - ref) * np.sign(-w) / scale))
+            curves[n] = runtime_ecdf(traces, (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 0.0), grid)
+        plot_ecdf(curves, grid, f"{getattr(problem, 'name', '')}: runtime ECDF (gaps to {ref:.6g})", out / "ecdf")
+        metric = "best"
+    else:
+        fronts = [np.asarray(r.front_fitness, dtype=float) for rs in results.values() for r in rs]
+        refp = reference_point(problem, fronts, weights)
+        values = {n: [hypervolume(np.asarray(r.front_fitness, dtype=float), refp, weights) for r in results[n]]
+                  for n in names}
+        best, tests = ranksum_vs_best(values, lower_is_better=False)
+        metric = "hv"
+    buf = _io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(["strategy", f"median_{metric}", "best", "p", "p_holm", "significantly_worse"])
+    for n in names:
+        t = tests[n]
+        wr.writerow([n, repr(t["median"]), n == best, repr(t["p"]), repr(t["p_holm"]), t["worse"]])
+    atomic_write_text(out / "tests.csv", buf.getvalue())
+    return {"metric": metric, "best": best, "tests": tests}

@@ -85,3 +85,16 @@ def test_channels_problem_cli_equals_python(tiny_checkpoint, tmp_path):
     p = channel_problem(str(tiny_checkpoint), unit="features.4", keep=0.5, calib_batches=1, batch_size=32)
     res = run_strategy("ga", p, 60, 3, pop_size=10)
     assert np.allclose(cli["best_fitness"], res.best_fitness, rtol=0, atol=0)
+
+
+def test_compare_writes_rank_sum_tests_and_ecdf(tmp_path):
+    import csv
+
+    r = invoke("--quiet", "compare", "--problem", "planted-qp", "--param", "n=24", "--strategies", "ga,random",
+               "--budget", "150", "--seeds", "3", "--out", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(tmp_path / "c" / "tests.csv")))
+    assert {row["strategy"] for row in rows} == {"ga", "random"} and sum(row["best"] == "True" for row in rows) == 1
+    assert (tmp_path / "c" / "ecdf.png").exists()
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["statistics"]["metric"] == "best"
