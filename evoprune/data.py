@@ -235,6 +235,7 @@ def _decode(data: bytes, where: str):
 
 
 DATA_MODES = ("auto", "memory", "stream")
+GRAY_MODES = ("L", "1", "I;16", "I")
 DEFAULT_DATA_MEMORY = 2 * 2 ** 30  # above this many decoded bytes (auto mode) an image folder is streamed from disk
 MIN_IMAGE_SIZE = 8
 
@@ -318,8 +319,8 @@ def parse_memory(text: Any) -> int:
         value = float(num)
     except ValueError:
         raise EvopruneError(f"--data-memory '{text}' is not a size; give e.g. 4GB, 500MB or a number of bytes") from None
-    if value <= 0:
-        raise EvopruneError(f"--data-memory must be positive, got '{text}'")
+    if not np.isfinite(value) or value <= 0:
+        raise EvopruneError(f"--data-memory must be a positive size, got '{text}'")
     return int(value * mult)
 
 
@@ -356,24 +357,41 @@ def load_imagefolder(spec: str, data_dir: Optional[str] = None, image_size: Opti
         mode = _choose_mode(path, image_size, parse_memory(memory_budget))
     if mode == "stream":
         return _stream_imagefolder(path, raw, image_size)
-    key = _file_key(path, f"imagefolder-{image_size}") if path.is_file() else None
+    key = _file_key(path, f"imagefolder-v2-{image_size}") if path.is_file() else None
     d = _cached(key, lambda: _decode_imagefolder(path, image_size)) if key else _decode_imagefolder(path, image_size)
-    x = d["x_train"].float() / 255.0
-    mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
-    std = tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3)))
+    mean, std = _channel_stats(d["x_train"])
     return ImageData(f"imagefolder:{raw}", d["x_train"], d["y_train"], d["x_test"], d["y_test"], list(d["classes"]),
                      mean, std, str(path))
 
 
+def _channel_stats(x: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """Per-channel mean and std (fractions) of uint8 images; in float64 chunks when a float copy would be large."""
+    if x.numel() <= 2 ** 28:  # up to a 1 GB float copy (CIFAR: 154 M values): one float32 pass, as before
+        xf = x.float() / 255.0
+        return (tuple(float(v) for v in xf.mean(dim=(0, 2, 3))),
+                tuple(max(float(v), 1e-3) for v in xf.std(dim=(0, 2, 3))))
+    c = x.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, len(x), 4096):
+        xb = x[i:i + 4096].to(torch.float64) / 255.0
+        s += xb.sum(dim=(0, 2, 3))
+        s2 += (xb * xb).sum(dim=(0, 2, 3))
+    n = x.numel() // c
+    mean = s / n
+    var = (s2 - n * mean * mean) / max(n - 1, 1)
+    return tuple(float(v) for v in mean), tuple(max(float(v), 1e-3) for v in var.clamp_min(0).sqrt())
+
+
 def _choose_mode(path: Path, image_size: Optional[int], budget: int) -> str:
     """'memory' when the decoded uint8 tensors fit ``budget`` bytes, else 'stream'."""
-    if path.is_file() and (cache_dir() / f"{_file_key(path, f'imagefolder-{image_size}')}.pt").exists():
+    if path.is_file() and (cache_dir() / f"{_file_key(path, f'imagefolder-v2-{image_size}')}.pt").exists():
         return "memory"  # decoded into the cache by an earlier run
     src = _Source(path)
     layout = _scan(src, path)
     imgs = _peek(src, layout)
     size = _square_size([im.size for im in imgs], image_size)
-    channels = 1 if all(im.mode in ("L", "1", "I;16", "I") for im in imgs) else 3
+    channels = 1 if all(im.mode in GRAY_MODES for im in imgs) else 3
     need = (len(layout.train) + len(layout.test)) * channels * size * size
     return "memory" if need <= budget else "stream"
 
@@ -381,37 +399,47 @@ def _choose_mode(path: Path, image_size: Optional[int], budget: int) -> str:
 def _decode_imagefolder(path: Path, image_size: Optional[int]) -> Dict[str, Any]:
     from .streaming import resize_crop
 
+    from PIL import Image
+
     src = _Source(path)
     layout = _scan(src, path)
     cindex = {c: i for i, c in enumerate(layout.classes)}
-    imgs = {sp: [(_decode(src.read(layout.prefix + m), m), cindex[c]) for c, m in items]
-            for sp, items in (("train", layout.train), ("test", layout.test))}
-    everything = imgs["train"] + imgs["test"]
-    gray = all(im.mode in ("L", "1", "I;16", "I") for im, _ in everything)
+    # pass 1: the encoded bytes and each image's header (size, mode); nothing is decoded yet
+    raw = {sp: [(src.read(layout.prefix + m), m, cindex[c]) for c, m in items]
+           for sp, items in (("train", layout.train), ("test", layout.test))}
+    heads = []
+    for data, m, _ in raw["train"] + raw["test"]:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                heads.append((im.size, im.mode))
+        except Exception:  # noqa: BLE001 - an unreadable file is reported by name in pass 2
+            heads.append(((0, 0), "RGB"))
+    gray = all(md in GRAY_MODES for _, md in heads)
     mode = "L" if gray else "RGB"
-    sizes = collections.Counter(im.size for im, _ in everything)
-    size = _square_size(list(sizes.elements()), image_size)
+    sizes = collections.Counter(sz for sz, _ in heads if sz != (0, 0))
+    size = _square_size(list(sizes.elements()) or [(32, 32)], image_size)
     if len(sizes) > 1 and not image_size:
         warnings.warn(f"image folder '{path}' holds images of {len(sizes)} sizes; each is resized (shorter side) and "
                       f"centre-cropped to {size}x{size}; give --image-size to choose the size")
 
     def stack(items):
-        arrs = []
-        for im, _ in items:
-            im = im.convert(mode)
+        # pass 2: one image decoded at a time into the final uint8 array (peak: encoded bytes + the result)
+        out = np.empty((len(items), 1 if gray else 3, size, size), dtype=np.uint8)
+        for i, (data, m, _) in enumerate(items):
+            im = _decode(data, m).convert(mode)
             if im.size != (size, size):
                 im = resize_crop(im, size, size)
             a = np.asarray(im, dtype=np.uint8)
-            arrs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-        return torch.from_numpy(np.stack(arrs)), torch.tensor([y for _, y in items], dtype=torch.long)
+            out[i] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        return torch.from_numpy(out), torch.tensor([y for _, _, y in items], dtype=torch.long)
 
-    xtr, ytr = stack(imgs["train"])
-    xte, yte = stack(imgs["test"])
+    xtr, ytr = stack(raw.pop("train"))
+    xte, yte = stack(raw.pop("test"))
     return {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte, "classes": layout.classes}
 
 
 def _stream_imagefolder(path: Path, raw: str, image_size: Optional[int]):
-    from .streaming import FolderData, estimate_stats, extract_archive, open_image
+    from .streaming import FolderData, estimate_stats, extract_archive
 
     root = path
     if path.is_file():  # an archive is unpacked once into the cache; then read like a folder
@@ -422,12 +450,9 @@ def _stream_imagefolder(path: Path, raw: str, image_size: Optional[int]):
     cindex = {c: i for i, c in enumerate(layout.classes)}
     train = [(str(base / m), cindex[c]) for c, m in layout.train]
     test = [(str(base / m), cindex[c]) for c, m in layout.test]
-    peek = [open_image(f, "RGB").size for f, _ in train[:: max(1, len(train) // 16)][:16]]
-    from PIL import Image
-
-    with Image.open(train[0][0]) as im0:
-        gray = im0.mode in ("L", "1", "I;16", "I")
-    size = _square_size(peek, image_size)
+    imgs = _peek(src, layout)  # the same 16 images (and rule) the memory path and the auto mode look at
+    gray = all(im.mode in GRAY_MODES for im in imgs)
+    size = _square_size([im.size for im in imgs], image_size)
     mode = "L" if gray else "RGB"
     mean, std = estimate_stats(train, size, mode)
     return FolderData(f"imagefolder:{raw}", root, train, test, list(layout.classes), mean, std,
@@ -606,6 +631,8 @@ class Loaders:
         """The first ``n_batches`` calibration batches (no augmentation), materialised."""
         loader = self.calib if batch_size is None else self.calib.with_options(batch_size=batch_size, shuffle=False,
                                                                                augment=False, drop_last=False)
+        if n_batches is not None and hasattr(loader, "max_batches"):  # streamed: decode only these batches
+            loader = loader.with_options(max_batches=n_batches)
         out = []
         for i, b in enumerate(loader):
             if n_batches is not None and i >= n_batches:
@@ -616,7 +643,8 @@ class Loaders:
     def train_batches(self, n_batches: int, batch_size: Optional[int] = None, seed: int = 0) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """``n_batches`` un-augmented shuffled training batches (for BN re-estimation and calibration statistics)."""
         loader = self.train.with_options(batch_size=batch_size or self.train.batch_size, shuffle=True, augment=False,
-                                         seed=seed + 99, drop_last=False, channels_last=False, shard=(0, 1))
+                                         seed=seed + 99, drop_last=False, channels_last=False, shard=(0, 1),
+                                         **({"max_batches": n_batches} if hasattr(self.train, "max_batches") else {}))
         out = []
         for i, b in enumerate(loader):
             if i >= n_batches:

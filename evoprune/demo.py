@@ -95,7 +95,7 @@ def _train(s, run: Path, epochs: int, dev, progress: bool, log) -> None:
     fit(s.model, s.loaders, TrainConfig(epochs=epochs, lr=0.05), dev, log_path=str(run / "train_metrics.jsonl"),
         progress=progress, evaluate_each_epoch=False,
         on_epoch=lambda e, r: log(f"  epoch {e:2d}  loss {r['train_loss']:.3f}  train acc {r['train_acc']:.3f}"))
-    save_checkpoint(str(run / "baseline.pt"), s.model, dict(s.meta, accuracy=evaluate(s.model, s.loaders.test)["top1"]))
+    save_checkpoint(str(run / "baseline.pt"), s.model, dict(s.meta, accuracy=evaluate(s.model, s.loaders.test, dev)["top1"]))
 
 
 def _front_and_sweep(s, budget: int, seed: int, log) -> tuple:

@@ -22,7 +22,7 @@ def demo_prune(s, run: Path, target_macs: float, seed: int, base_top1: float, pr
         log(f"[3/3] the paper's pipeline to {target_macs:.2f} of the MACs, channels chosen by {label}")
         out = prepare_run_dir(run / f"prune-{selector}", overwrite=True)
         model, rep = pipeline.run(s.model, s.loaders, pipeline.PruneConfig(selector=selector, **common), out=out,
-                                  meta=dict(s.meta, source="baseline.pt"), log=lambda m: log("  " + m),
+                                  meta=dict(s.meta, source=str(s.meta.get("source", "bundled network"))), log=lambda m: log("  " + m),
                                   progress=progress, sensitivity=sens)
         if sens is None:  # the second selector reuses the curves: same ratios, same order, fair comparison
             from .sensitivity import Sensitivity

@@ -88,8 +88,8 @@ class AttentionMaps:
         self.s: Dict[str, torch.Tensor] = {}
         self.leaves = [n for n, m in teacher.named_modules() if n and not list(m.children())]
         mods = dict(teacher.named_modules())
-        for n in self.leaves:
-            mods[n].register_forward_hook(self._keep(self.t, n, detach=True))
+        self._t_handles = {n: mods[n].register_forward_hook(self._keep(self.t, n, detach=True)) for n in self.leaves}
+        self._stages: List[str] = []
         self._student: Any = None
         self._handles: List[Any] = []
 
@@ -100,7 +100,11 @@ class AttentionMaps:
         for h in self._handles:
             h.remove()
         smods = dict(student.named_modules())
-        shared = [n for n in self.leaves if n in smods]
+        for m in smods.values():  # hooks that came along when the pipeline deep-copied the previous student
+            for key, fn in list(m._forward_hooks.items()):
+                if getattr(fn, "_evoprune_at", None) == id(self):
+                    del m._forward_hooks[key]
+        shared = [n for n in (self._stages or self.leaves) if n in smods]
         if not shared:
             raise EvopruneError("attention transfer: teacher and student share no module names; distil from the "
                                 "network the student was pruned from")
@@ -108,12 +112,20 @@ class AttentionMaps:
         self.s.clear()
         self._student = student
 
-    @staticmethod
-    def _keep(store: Dict[str, torch.Tensor], name: str, detach: bool):
+    def _keep(self, store: Dict[str, torch.Tensor], name: str, detach: bool):
         def hook(mod, inputs, out):
             if isinstance(out, torch.Tensor) and out.ndim == 4:
                 store[name] = out.detach() if detach else out
+        hook._evoprune_at = id(self)  # type: ignore[attr-defined]
         return hook
+
+    def close(self) -> None:
+        """Remove every hook (teacher and student) and drop the recorded maps."""
+        for h in list(self._t_handles.values()) + self._handles:
+            h.remove()
+        self._t_handles, self._handles, self._student = {}, [], None
+        self.s.clear()
+        self.t.clear()
 
     def stage_names(self) -> List[str]:
         """The last module of each spatial size (1x1 maps excluded), in forward order."""
@@ -123,9 +135,22 @@ class AttentionMaps:
         return [n for n in self.t if last.get(tuple(self.t[n].shape[-2:])) == n and self.t[n].shape[-1] > 1]
 
     def loss(self) -> torch.Tensor:
-        terms = [(attention(self.s[n]) - attention(self.t[n])).pow(2).sum(1).mean() for n in self.stage_names()
-                 if n in self.s]
+        first = not self._stages
+        if first:
+            self._stages = self.stage_names()
+        terms = [(attention(self.s[n]) - attention(self.t[n])).pow(2).sum(1).mean() for n in self._stages
+                 if n in self.s and n in self.t]
         if not terms:
             raise EvopruneError("attention transfer found no 4-D feature maps shared by teacher and student; "
                                 "use --at-weight 0")
+        self.s.clear()  # no activation (or graph) is held between steps
+        self.t.clear()
+        if first:  # from now on only the stage outputs are hooked
+            for n, h in list(self._t_handles.items()):
+                if n not in self._stages:
+                    h.remove()
+                    del self._t_handles[n]
+            student, self._student = self._student, None
+            if student is not None:
+                self.attach(student)
         return torch.stack(terms).sum()

@@ -22,7 +22,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -184,7 +184,8 @@ class StreamLoader:
     def __init__(self, files: Sequence[Tuple[str, int]], batch_size: int, mean: Sequence[float],
                  std: Sequence[float], image_size: int, in_channels: int, shuffle: bool = False,
                  augment: bool = False, seed: int = 0, drop_last: bool = False, device: torch.device | str = "cpu",
-                 channels_last: bool = False, shard: Tuple[int, int] = (0, 1), workers: int = 2) -> None:
+                 channels_last: bool = False, shard: Tuple[int, int] = (0, 1), workers: int = 2,
+                 max_batches: Optional[int] = None) -> None:
         if batch_size < 1:
             raise EvopruneError(f"batch size must be >= 1, got {batch_size}")
         self.files = list(files)
@@ -200,6 +201,7 @@ class StreamLoader:
         self.epoch = 0
         self.start_batch = 0
         self.rank, self.world = shard
+        self.max_batches = max_batches  # a few batches (calibration): only those are decoded
 
     @property
     def n_images(self) -> int:
@@ -214,7 +216,8 @@ class StreamLoader:
         kw = dict(batch_size=self.batch_size, mean=self.mean_values, std=self.std_values,
                   image_size=self.image_size, in_channels=self.in_channels, shuffle=self.shuffle,
                   augment=self.augment, seed=self.seed, drop_last=self.drop_last, device=self.device,
-                  channels_last=self.channels_last, shard=(self.rank, self.world), workers=self.workers)
+                  channels_last=self.channels_last, shard=(self.rank, self.world), workers=self.workers,
+                  max_batches=self.max_batches)
         files = changes.pop("indices", None)
         kw.update(changes)
         return StreamLoader(self.files if files is None else [self.files[int(i)] for i in files], **kw)
@@ -241,7 +244,7 @@ class StreamLoader:
         order = self._order()
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_777 + 104_729 * self.rank)
         seeds = torch.randint(0, 2 ** 62, (len(order),), generator=g)  # drawn for all: resume-stable
-        nb = len(self)
+        nb = len(self) if self.max_batches is None else min(len(self), self.start_batch + int(self.max_batches))
         return [[(int(order[j]), int(seeds[j])) for j in range(b * self.batch_size,
                                                                 min(len(order), (b + 1) * self.batch_size))]
                 for b in range(self.start_batch, nb)]
@@ -311,6 +314,9 @@ def extract_archive(archive: Path, dest: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     (tmp / ".complete").write_text("ok\n")
+    if (dest / ".complete").exists():  # another process finished first and may be reading it: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        return dest
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     return dest

@@ -81,7 +81,8 @@ class Instance:
         """A :class:`~evoprune.problems.ChannelSelectionProblem` on this instance (numpy evaluator)."""
         from evoprune.problems.channel_selection import ChannelSelectionProblem
 
-        return ChannelSelectionProblem(self.n, self.k, QuadraticEvaluator(self.Q), name=f"suite[{self.name}]", **kw)
+        return ChannelSelectionProblem(self.n, self.k, QuadraticEvaluator(self.Q), name=f"suite[{self.name}]",
+                                       groups=self.groups, **kw)
 
     def gap(self, value: Any) -> np.ndarray:
         """Relative gap to the best-known value, ``(e - e*) / e*`` (0 = as good as the best known)."""
@@ -209,8 +210,10 @@ def improve_best_known(inst: Instance, candidates: Dict[str, np.ndarray]) -> boo
     changed = False
     for method, mask in candidates.items():
         mask = np.asarray(mask, dtype=bool)
-        if mask.sum() != inst.k:
-            raise EvopruneError(f"best-known candidate '{method}' keeps {int(mask.sum())} channels, not {inst.k}")
+        per_block = mask.reshape(inst.groups, -1).sum(1)
+        if mask.sum() != inst.k or np.any(per_block != inst.k // inst.groups):
+            raise EvopruneError(f"best-known candidate '{method}' keeps {per_block.tolist()} channels per block, not "
+                                f"{inst.k // inst.groups} in each of {inst.groups}")
         v = float(inst.error(mask)[0])
         if not np.isfinite(inst.best_value) or v < inst.best_value - 1e-15:
             inst.best_mask, inst.best_value, inst.best_method = mask.copy(), v, method
@@ -222,7 +225,7 @@ def exhaustive_optimum(inst: Instance) -> np.ndarray:
     """The exact optimum by enumeration (``n <= EXHAUSTIVE_MAX_N``)."""
     from evoprune.problems.channel_selection import ChannelSelectionProblem
 
-    prob = ChannelSelectionProblem(inst.n, inst.k, QuadraticEvaluator(inst.Q))
+    prob = ChannelSelectionProblem(inst.n, inst.k, QuadraticEvaluator(inst.Q), groups=inst.groups)
     best, _ = prob.brute_force(max_n=EXHAUSTIVE_MAX_N)
     return best
 
@@ -237,8 +240,6 @@ def export_suite(checkpoint: str, data: str = "mini-cifar10", ratios: Sequence[f
     Q is computed on ``calib_batches`` un-augmented training batches (never test), exactly as the pipeline does;
     each instance starts with ThiNet's greedy + swap local search as its best-known (exhaustive when small).
     """
-    import torch
-
     from .fitness import CalibrationData, ReconstructionFitness
     from .pruning import PruningSpace
     from .pruning.greedy import greedy_removal
@@ -249,10 +250,11 @@ def export_suite(checkpoint: str, data: str = "mini-cifar10", ratios: Sequence[f
     for r in ratios:
         if not 0.0 < float(r) < 1.0:
             raise EvopruneError(f"--ratios must be keep fractions in (0, 1), got {r}")
-    s = build_setup(data, data_dir, None, 1.0, checkpoint, torch.device(device), batch_size=batch_size, seed=seed)
+    from .device import resolve_device
+
+    s = build_setup(data, data_dir, None, 1.0, checkpoint, resolve_device(device), batch_size=batch_size, seed=seed)
     model = s.model.eval()
-    example = torch.zeros(1, s.data.in_channels, s.data.image_size, s.data.image_size)
-    space = PruningSpace(model, tuple(example.shape), warn=False)
+    space = PruningSpace(model, (1, s.data.in_channels, s.data.image_size, s.data.image_size), warn=False)
     calib = CalibrationData.from_loaders(s.loaders, train_batches=calib_batches, held_out_batches=0,
                                          batch_size=batch_size, seed=seed)
     chosen = [u for u in space.units if units is None or u.name in units]
@@ -262,7 +264,8 @@ def export_suite(checkpoint: str, data: str = "mini-cifar10", ratios: Sequence[f
                             f"the units of the model: {', '.join(u.name for u in space.units[:6])} ...")
     data_hash = hashlib.sha256()
     for x in calib.train:
-        data_hash.update(np.ascontiguousarray((x[0] if isinstance(x, (tuple, list)) else x).numpy()).tobytes())
+        t = x[0] if isinstance(x, (tuple, list)) else x
+        data_hash.update(np.ascontiguousarray(t.detach().cpu().numpy()).tobytes())
     instances: List[Instance] = []
     for u in chosen:
         ev = ReconstructionFitness.from_space(space, u, calib, model=model)
@@ -273,13 +276,12 @@ def export_suite(checkpoint: str, data: str = "mini-cifar10", ratios: Sequence[f
                 continue
             inst = Instance(f"{u.name}@{r:g}", u.name, float(r), int(u.channels), int(k), q, int(u.channel_groups))
             greedy = greedy_removal(q, k, groups=u.channel_groups)
-            cands = {"greedy": greedy}
-            if u.channel_groups == 1:
-                cands["greedy+swap-descent"] = swap_descent(q, greedy)[0]
-                if u.channels <= EXHAUSTIVE_MAX_N:
-                    cands["exhaustive"] = exhaustive_optimum(inst)
+            cands = {"greedy": greedy,
+                     "greedy+swap-descent": swap_descent(q, greedy, groups=u.channel_groups)[0]}
+            if u.channels <= EXHAUSTIVE_MAX_N:
+                cands["exhaustive"] = exhaustive_optimum(inst)
             improve_best_known(inst, cands)
-            if inst.best_method == "exhaustive" or (u.channels <= EXHAUSTIVE_MAX_N and u.channel_groups == 1):
+            if "exhaustive" in cands:
                 inst.best_method = "exhaustive"  # the optimum, whichever method found it first
             instances.append(inst)
             log(f"{inst.name:>28}  n={inst.n:4d} k={inst.k:4d}  best-known {inst.best_value:.6g} ({inst.best_method})")

@@ -36,7 +36,7 @@ def _trace_path(out: Path, inst: str, strategy: str, seed: int) -> Path:
 def labelled_strategies(text: str, given: Mapping[str, Any]):
     """``"ga,memetic=ga"`` + ``{"memetic.local_search": "swap", "pop_size": 50}`` -> labels, strategy specs and
     per-label parameters (an unscoped key goes to every strategy that takes it)."""
-    from .runs import split_scoped
+    from .runs import split_scoped, strategy_params
     from .strategies import get_strategy, strategy_accepts
 
     pairs = [s.strip() for s in str(text).split(",") if s.strip()]
@@ -45,8 +45,14 @@ def labelled_strategies(text: str, given: Mapping[str, Any]):
     labels = [p.split("=", 1)[0] for p in pairs]
     specs = [p.split("=", 1)[-1] for p in pairs]
     shared, scoped = split_scoped(given, labels)
-    params = {l: {**{k: v for k, v in shared.items() if strategy_accepts(get_strategy(s), k)}, **scoped[l]}
-              for l, s in zip(labels, specs)}
+    params = {}
+    for label, spec in zip(labels, specs):
+        fn = get_strategy(spec)
+        mine = {k: v for k, v in shared.items() if strategy_accepts(fn, k)}
+        params[label] = strategy_params(fn, label, {**mine, **scoped[label]}, {}, strict=True)
+    unused = [k for k in shared if not any(k in params[l] for l in labels)]
+    if unused:
+        raise EvopruneError(f"--strategy-param {', '.join(unused)}: no strategy among {', '.join(labels)} takes it")
     return labels, specs, params
 
 
@@ -68,22 +74,18 @@ def value_at(trace: Mapping[str, np.ndarray], budget: int) -> float:
     return float(trace["values"][ok[-1]]) if len(ok) else float("nan")
 
 
-def run_suite(suite: Suite, strategies: Sequence[str], budgets: Sequence[int], seeds: Sequence[int],
-              out: Any, params: Optional[Mapping[str, Mapping[str, Any]]] = None,
-              log: Callable[[str], None] = print, labels: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Every strategy x seed on every instance (budget ``max(budgets)``), then the reports in ``out``.
-
-    ``labels`` name the strategies in the reports (default: the specs); ``params`` maps a label to its
-    parameters (e.g. ``{"ga+ls": {"local_search": "swap"}}`` with the same strategy ``ga`` twice)."""
+def check_run(suite: Suite, strategies: Sequence[str], budgets: Sequence[int], labels: Sequence[str],
+              params: Mapping[str, Mapping[str, Any]]) -> List[int]:
+    """Every check of :func:`run_suite` that needs no run: call it before a run directory is touched."""
     from .strategies import check_compatible, get_strategy
 
+    if not len(suite):
+        raise EvopruneError(f"suite '{suite.name}' has no instances; export it again or choose --instances")
     budgets = sorted({int(b) for b in budgets})
     if not budgets or budgets[0] < 1:
         raise EvopruneError(f"--budgets must be positive integers, got {budgets}")
-    labels = list(labels or strategies)
-    if len(set(labels)) != len(labels):
-        raise EvopruneError(f"strategy labels must be distinct, got {labels}")
-    params = dict(params or {})
+    if len(set(labels)) != len(labels) or len(labels) != len(strategies):
+        raise EvopruneError(f"strategy labels must be distinct, one per strategy, got {list(labels)}")
     missing = [i.name for i in suite if not np.isfinite(i.best_value)]
     if missing:
         raise EvopruneError(f"suite instances {missing[:3]} have no best-known value; export the suite again")
@@ -93,7 +95,33 @@ def run_suite(suite: Suite, strategies: Sequence[str], budgets: Sequence[int], s
         v = getattr(fn, "validate", None)
         if callable(v):
             v(suite.instances[0].problem(), budgets[-1], **dict(params.get(label, {})))
+    return budgets
+
+
+def run_suite(suite: Suite, strategies: Sequence[str], budgets: Sequence[int], seeds: Sequence[int],
+              out: Any, params: Optional[Mapping[str, Mapping[str, Any]]] = None,
+              log: Callable[[str], None] = print, labels: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Every strategy x seed on every instance (budget ``max(budgets)``), then the reports in ``out``.
+
+    ``labels`` name the strategies in the reports (default: the specs); ``params`` maps a label to its
+    parameters (e.g. ``{"ga+ls": {"local_search": "swap"}}`` with the same strategy ``ga`` twice). Stored traces
+    are reused only when ``out/config.json`` records the same suite, strategies, parameters and largest budget."""
+    from .io import read_json, to_jsonable, write_json
+
+    labels = list(labels or strategies)
+    params = dict(params or {})
+    budgets = check_run(suite, strategies, budgets, labels, params)
     out = Path(out)
+    cfg = to_jsonable({"suite": suite.name, "suite_meta": suite.meta, "instances": [i.name for i in suite],
+                       "best_known": [i.best_value for i in suite], "strategies": dict(zip(labels, strategies)),
+                       "params": {l: dict(params.get(l, {})) for l in labels}, "max_budget": budgets[-1]})
+    if (out / "config.json").exists():
+        old = read_json(out / "config.json", "suite run config")
+        if old != cfg:
+            diff = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
+            raise EvopruneError(f"cannot reuse the runs in '{out}': they were made with other settings "
+                                f"({', '.join(diff)}); use --overwrite or another --out")
+    write_json(out / "config.json", cfg)
     (out / "traces").mkdir(parents=True, exist_ok=True)
     traces: Dict[str, Dict[str, List[Dict[str, np.ndarray]]]] = {i.name: {l: [] for l in labels} for i in suite}
     t0 = time.perf_counter()
@@ -228,9 +256,9 @@ def improve_suite(suite: Suite, strategies: Sequence[str], budget: int, seeds: S
             for seed in seeds:
                 res = run_strategy(spec, inst.problem(), int(budget), int(seed), **dict((params or {}).get(spec, {})))
                 best = np.asarray(res.best_genome, dtype=bool)
-                cands = {f"{spec} {budget} evals seed {seed}": best}
-                if inst.groups == 1:
-                    cands[f"{spec} {budget} evals seed {seed} + swap-descent"] = swap_descent(inst.Q, best)[0]
+                cands = {f"{spec} {budget} evals seed {seed}": best,
+                         f"{spec} {budget} evals seed {seed} + swap-descent":
+                             swap_descent(inst.Q, best, groups=inst.groups)[0]}
                 improve_best_known(inst, cands)
         if inst.best_value < before:
             improved += 1

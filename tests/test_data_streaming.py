@@ -217,6 +217,8 @@ def test_bad_data_input_is_one_line(tmp_path):
     assert "--data-mode" in one_line_error(train_cmd(tmp_path, "--data-mode", "fast"))
     assert "--data-memory" in one_line_error(train_cmd(tmp_path, "--data", f"imagefolder:{root}",
                                                     "--data-memory", "lots"))
+    assert "--data-memory" in one_line_error(train_cmd(tmp_path, "--data", f"imagefolder:{root}",
+                                                    "--data-memory", "nan"))
     # class folders that differ between train/ and test/
     odd = make_folder(tmp_path / "odd")
     (odd / "test" / "b").rename(odd / "test" / "c")

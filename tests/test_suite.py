@@ -101,6 +101,9 @@ def test_memetic_options_are_refused_where_they_cannot_work():
         ga(planted_qp(n=16), 100, local_search="swap")
     with pytest.raises(EvopruneError, match="seeding"):
         ga(planted_qp(n=16), 100, seeding="magic")
+    inst = Instance("x", "x", 0.5, 16, 8, random_q(16))
+    with pytest.raises(EvopruneError, match="ls_evals"):
+        ga(inst.problem(), 100, local_search="swap", ls_evals=0)
 
 
 # ------------------------------------------------------------------------------------------------ suite files

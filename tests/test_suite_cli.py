@@ -63,6 +63,15 @@ def test_suite_bad_input_is_one_line(suite_file, tmp_path):
     assert "has no instance" in one_line(invoke("suite", "run", "--suite", suite_file, "--instances", "x@1",
                                                 "--out", tmp_path / "e"))
     assert not any((tmp_path / d).exists() for d in "abcde")
+    # a finished run is not reused with other settings, and --overwrite with a bad parameter destroys nothing
+    ok = invoke("--quiet", "suite", "run", "--suite", suite_file, "--strategies", "random", "--budgets", "20",
+                "--seeds", "2", "--out", tmp_path / "f")
+    assert ok.exit_code == 0, ok.output
+    assert "other settings" in one_line(invoke("suite", "run", "--suite", suite_file, "--strategies", "random",
+                                               "--budgets", "40", "--seeds", "2", "--out", tmp_path / "f", "--resume"))
+    assert "pop_sizee" in one_line(invoke("suite", "run", "--suite", suite_file, "--strategies", "random",
+                                          "--strategy-param", "pop_sizee=3", "--out", tmp_path / "f", "--overwrite"))
+    assert (tmp_path / "f" / "summary.json").exists()
 
 
 def test_channels_problem_bad_input_is_one_line(tiny_checkpoint, tmp_path):

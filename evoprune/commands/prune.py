@@ -86,7 +86,9 @@ def _config_from(p):
 @click.option("--uniform", is_flag=True, help="Same keep ratio for every unit (baseline allocation).")
 @click.option("--sensitivity", "sensitivity_file", default=None, type=click.Path(dir_okay=False),
               help="Reuse sensitivity curves (sensitivity.json from 'evoprune sensitivity' or an earlier prune run).")
-@_option("--selector", help="Channel choice: ga, l1, bn, taylor, random, thinet or module:function.")
+@_option("--selector", help="Channel choice: a criterion (l1, bn, taylor, random, thinet, module:function) or a "
+                           "single-objective strategy on the two-step fitness (ga, cmaes, cmaes-1+l, random-search, "
+                           "module:run).")
 @_option("--order", type=click.Choice(["sensitivity", "forward"]),
          help="Prune least sensitive units first, or front to back.")
 @_option("--sensitivity-method", help="Selector used for sensitivity curves.")

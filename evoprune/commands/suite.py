@@ -104,12 +104,13 @@ def run_cmd(spec, strategies, strategy_param, budgets, seeds, instances, out, ov
     from evoprune.io import prepare_run_dir
     from evoprune.runs import parse_pairs, parse_seeds
     from evoprune.suite import resolve_suite
-    from evoprune.suite_bench import format_gap_table, labelled_strategies, run_suite
+    from evoprune.suite_bench import check_run, format_gap_table, labelled_strategies, run_suite
 
     labels, specs, params = labelled_strategies(strategies, parse_pairs(strategy_param, "--strategy-param"))
     b = _ints(budgets, "--budgets")
     seed_list = parse_seeds(seeds, 0)
     s = resolve_suite(spec).select(instances.split(",") if instances else None)
+    check_run(s, specs, b, labels, params)  # before the run directory is touched (--overwrite deletes it)
     run_dir = prepare_run_dir(out, overwrite, resume)
     report = run_suite(s, specs, b, seed_list, run_dir, params=params, labels=labels, log=echo)
     echo("")

@@ -60,7 +60,8 @@ class CalibrationData:
         if held_out_batches:
             c = loaders.calib
             shuffled = c.with_options(batch_size=batch_size or c.batch_size, shuffle=True, augment=False,
-                                      seed=seed + 31, drop_last=False, channels_last=False)
+                                      seed=seed + 31, drop_last=False, channels_last=False,
+                                      **({"max_batches": held_out_batches} if hasattr(c, "max_batches") else {}))
             for i, b in enumerate(shuffled):
                 if i >= held_out_batches:
                     break

@@ -180,7 +180,7 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
 
     clock = timer()
     _check_params(pop_size, cxpb, mutpb, elite, stagnation, generations, hof_size, checkpoint_every)
-    _check_memetic(problem, seeding, seed_fraction, local_search)
+    _check_memetic(problem, seeding, seed_fraction, local_search, ls_evals)
     n_obj = len(problem.objectives)
     if n_obj != 1:
         raise EvopruneError(f"ga is single-objective but problem '{problem.name}' has {n_obj} objectives "
@@ -321,7 +321,11 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
     return result(reason, gen, wall_before + clock())
 
 
-def _check_memetic(problem: Any, seeding: Optional[str], seed_fraction: float, local_search: Optional[str]) -> None:
+def _check_memetic(problem: Any, seeding: Optional[str], seed_fraction: float, local_search: Optional[str],
+                   ls_evals: Optional[int] = None) -> None:
+    if ls_evals is not None and (isinstance(ls_evals, bool) or not isinstance(ls_evals, (int, np.integer))
+                                 or ls_evals < 1):
+        raise EvopruneError(f"ga: ls_evals must be a positive integer (neighbours per generation), got {ls_evals!r}")
     if seeding not in (None, "greedy", "importance"):
         raise EvopruneError(f"ga: seeding must be 'greedy', 'importance' or None, got {seeding!r}")
     if not (isinstance(seed_fraction, (int, float)) and 0.0 < float(seed_fraction) <= 1.0):
@@ -487,7 +491,7 @@ def _validate(problem: Any, budget: int, **params: Any) -> None:
     p.update(params)
     _check_params(p["pop_size"], p["cxpb"], p["mutpb"], p["elite"], p["stagnation"], p["generations"],
                   p["hof_size"], p["checkpoint_every"])
-    _check_memetic(problem, p["seeding"], p["seed_fraction"], p["local_search"])
+    _check_memetic(problem, p["seeding"], p["seed_fraction"], p["local_search"], p["ls_evals"])
     if len(problem.objectives) != 1:
         raise EvopruneError(f"ga is single-objective but problem '{problem.name}' has {len(problem.objectives)} "
                             "objectives; use strategy 'nsga2'")
