@@ -169,7 +169,13 @@ def test_28px_grayscale_folder_trains_vgg11_and_resnet20_and_prunes(tmp_path):
                f"imagefolder:{root}", "--selector", "l1", "--finetune-steps", "1", "--finetune-epochs", "1",
                "--batch-size", "8", "--out", tmp_path / "prune")
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "prune" / "pruned.pt").exists() or any((tmp_path / "prune").glob("*.pt"))
+    assert (tmp_path / "prune" / "model.pt").exists()
+    # the same from disk: sensitivity, selection, adaptive BN and fine-tuning through the streaming loaders
+    r = invoke("--quiet", "prune", "--checkpoint", tmp_path / "train-resnet20" / "model.pt", "--data",
+               f"imagefolder:{root}", "--data-mode", "stream", "--data-workers", "2", "--selector", "l1",
+               "--finetune-steps", "1", "--finetune-epochs", "1", "--batch-size", "8", "--out", tmp_path / "sprune")
+    assert r.exit_code == 0, r.output
+    assert torch.load(tmp_path / "sprune" / "model.pt", weights_only=True)["meta"]["pruned"]
 
 
 def test_image_size_resizes_on_both_paths(tmp_path):
