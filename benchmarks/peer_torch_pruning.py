@@ -97,6 +97,8 @@ def finetune(model, teacher, loaders, steps: int, lr: float, state: Path, kd: bo
     from evoprune.distill import ce_loss, kd_loss
     from evoprune.train import TrainConfig, fit
 
+    for p in model.parameters():  # a copy of the teacher inherits its frozen parameters (kd_loss freezes them)
+        p.requires_grad_(True)
     spe = len(loaders.train)
     cfg = TrainConfig(epochs=max(1, math.ceil(steps / spe)), lr=lr, schedule="cosine", max_steps=steps)
     loss = kd_loss(teacher) if kd else ce_loss()
