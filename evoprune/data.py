@@ -517,7 +517,50 @@ def default_calib_size(n_train: int) -> int:
     return int(min(1000, max(1, n_train // 10)))
 
 
-class BatchLoader:
+def epoch_order(n: int, shuffle: bool, seed: int, epoch: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """The image order of one epoch (a function of seed and epoch only), this rank's equal share of it."""
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    else:
+        order = torch.arange(n)
+    if world > 1:  # equal-size shards so every DDP rank runs the same number of steps
+        per = n // world
+        order = order[rank * per:(rank + 1) * per]
+    return order
+
+
+def batch_count(n: int, batch_size: int, drop_last: bool, world: int = 1) -> int:
+    n //= world
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+class EpochLoader:
+    """What both loaders share: epoch ``e``'s order is a function of ``(seed, e)``, sharded for DDP, and
+    ``start_batch`` resumes a partial epoch. Subclasses give ``_size()`` (images) and iterate."""
+
+    shuffle: bool
+    seed: int
+    epoch: int
+    start_batch: int
+    rank: int
+    world: int
+    batch_size: int
+    drop_last: bool
+
+    def _size(self) -> int:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _order(self) -> torch.Tensor:
+        return epoch_order(self._size(), self.shuffle, self.seed, self.epoch, self.rank, self.world)
+
+    def __len__(self) -> int:
+        return batch_count(self._size(), self.batch_size, self.drop_last, self.world)
+
+
+class BatchLoader(EpochLoader):
     """Iterate ``(x, y)`` float batches from uint8 tensors: seeded shuffling, CIFAR augmentation, normalisation.
 
     Epoch ``e`` uses ``torch.Generator(seed * 1_000_003 + e)``, so a resumed run sees exactly the batches an
@@ -560,24 +603,8 @@ class BatchLoader:
         x, y = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
         return BatchLoader(x, y, **kw)
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def _order(self) -> torch.Tensor:
-        n = len(self.x)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        if self.world > 1:  # equal-size shards so every DDP rank runs the same number of steps
-            per = n // self.world
-            order = order[self.rank * per:(self.rank + 1) * per]
-        return order
-
-    def __len__(self) -> int:
-        n = len(self.x) // self.world
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+    def _size(self) -> int:
+        return len(self.x)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         order = self._order()

@@ -26,6 +26,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from .data import EpochLoader
 from .errors import EvopruneError
 
 SMALL_IMAGE = 64  # up to this size the CIFAR recipe; above it the ImageNet one
@@ -178,7 +179,7 @@ def _collate(items):
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
 
 
-class StreamLoader:
+class StreamLoader(EpochLoader):
     """``(x, y)`` float batches decoded from files by ``workers`` processes; the interface of ``BatchLoader``."""
 
     def __init__(self, files: Sequence[Tuple[str, int]], batch_size: int, mean: Sequence[float],
@@ -222,23 +223,8 @@ class StreamLoader:
         kw.update(changes)
         return StreamLoader(self.files if files is None else [self.files[int(i)] for i in files], **kw)
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def _order(self) -> torch.Tensor:
-        n = len(self.files)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
-        else:
-            order = torch.arange(n)
-        if self.world > 1:
-            per = n // self.world
-            order = order[self.rank * per:(self.rank + 1) * per]
-        return order
-
-    def __len__(self) -> int:
-        n = len(self.files) // self.world
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+    def _size(self) -> int:
+        return len(self.files)
 
     def _batches(self) -> List[List[Tuple[int, int]]]:
         order = self._order()
