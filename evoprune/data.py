@@ -236,6 +236,7 @@ def _decode(data: bytes, where: str):
 
 DATA_MODES = ("auto", "memory", "stream")
 GRAY_MODES = ("L", "1", "I;16", "I")
+DEFAULT_DATA_MEMORY_TEXT = "2GiB"  # how --help shows it
 DEFAULT_DATA_MEMORY = 2 * 2 ** 30  # above this many decoded bytes (auto mode) an image folder is streamed from disk
 MIN_IMAGE_SIZE = 8
 

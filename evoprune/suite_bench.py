@@ -134,11 +134,9 @@ def run_suite(suite: Suite, strategies: Sequence[str], budgets: Sequence[int], s
                         tr = {k: z[k] for k in z.files}
                 else:
                     tr = run_one(inst, spec, budgets[-1], seed, params.get(label, {}))
-                    import io as _io
-
                     from .io import atomic_write_bytes
 
-                    buf = _io.BytesIO()
+                    buf = io.BytesIO()
                     np.savez(buf, **tr)
                     atomic_write_bytes(path, buf.getvalue())
                 traces[inst.name][label].append(tr)

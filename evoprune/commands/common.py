@@ -133,7 +133,7 @@ def finite(ctx, param, value):
 def data_options(f: Callable) -> Callable:
     """--data, --data-dir and how the images are read (--image-size, --data-mode, --data-memory, --data-workers),
     plus --num-classes; :func:`data_kwargs` turns them into ``build_setup`` arguments."""
-    from evoprune.data import DataOptions
+    from evoprune.data import DATA_MODES, DEFAULT_DATA_MEMORY_TEXT, DataOptions
 
     d = DataOptions()
     f = click.option("--num-classes", default=None, type=int, callback=positive,
@@ -141,10 +141,10 @@ def data_options(f: Callable) -> Callable:
                           "1000-class torchvision state dict on a 10-class folder).")(f)
     f = click.option("--data-workers", default=d.workers, show_default=True, type=int, callback=non_negative,
                      help="Worker processes decoding images in stream mode (0: in this process).")(f)
-    f = click.option("--data-memory", default="2GiB", show_default=True,
+    f = click.option("--data-memory", default=DEFAULT_DATA_MEMORY_TEXT, show_default=True,
                      help="With --data-mode auto, image folders whose decoded images exceed this are streamed.")(f)
     f = click.option("--data-mode", default=d.mode, show_default=True,
-                     type=click.Choice(["auto", "memory", "stream"]),
+                     type=click.Choice(list(DATA_MODES)),
                      help="memory: decode everything once into RAM (fast, small sets); stream: read from disk "
                           "batch by batch (any size, ImageNet-style transforms above 64 px).")(f)
     f = click.option("--image-size", default=None, type=int, callback=_image_size,
@@ -158,19 +158,21 @@ def data_options(f: Callable) -> Callable:
 
 
 def _image_size(ctx, param, value):
-    from evoprune.data import MIN_IMAGE_SIZE
+    from evoprune.data import check_image_size
 
-    if value is not None and value < MIN_IMAGE_SIZE:
-        raise click.BadParameter(f"must be at least {MIN_IMAGE_SIZE} pixels, got {value}")
+    try:
+        check_image_size(value)
+    except EvopruneError as exc:
+        raise click.BadParameter(str(exc)) from None
     return value
 
 
 def data_kwargs(p: Dict[str, Any]) -> Dict[str, Any]:
     """The ``build_setup`` keywords for the data options of :func:`data_options`."""
-    from evoprune.data import DataOptions, parse_memory
+    from evoprune.data import DEFAULT_DATA_MEMORY_TEXT, DataOptions, parse_memory
 
     return {"data_opts": DataOptions(image_size=p.get("image_size"), mode=p.get("data_mode", "auto"),
-                                     memory=parse_memory(p.get("data_memory", "2GiB")),
+                                     memory=parse_memory(p.get("data_memory", DEFAULT_DATA_MEMORY_TEXT)),
                                      workers=p.get("data_workers", 2)),
             "num_classes": p.get("num_classes")}
 
