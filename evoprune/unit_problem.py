@@ -4,8 +4,9 @@
 a keep ratio (``--param keep=0.5``), and builds :class:`~evoprune.problems.ChannelSelectionProblem` with the
 fitness the pipeline uses: ``fitness=reconstruction`` (stage 1, milliseconds a population), ``twostage`` (stage 1
 for everyone, the network-level stage 2 for the best few, lexicographic) or ``network`` (held-out loss after
-adaptive BN for every genome). The problem is exactly the one ``prune --selector`` hands each strategy, so what a
-researcher measures with ``compare`` is what ``prune`` does.
+adaptive BN for every genome). It is built from the same calibration and fitness classes the pipeline's selector
+uses; ``prune`` differs in its per-unit seeds, its budget (``pop_size x (generations + 1)``), no channel
+importances on the problem, and a final stage-2 check of the finalists.
 """
 from __future__ import annotations
 
