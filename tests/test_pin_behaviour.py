@@ -1,0 +1,109 @@
+"""Behaviour pins: one full ``evoprune prune`` run and ``evoprune compare`` runs on the bundled mini set give exactly
+what the code gave when ``tests/data/pin_reference.json`` was written (before the engine consolidation).
+
+A refactor that changes which channels are chosen, how a candidate is scored or how a run is seeded fails here.
+Discrete outcomes (kept channels, evaluation counts, MACs, params) must match exactly; floats to 1e-6 relative (the
+same code on another x86 CPU may round a last bit differently). After an intended behaviour change, rewrite the
+reference with ``EVOPRUNE_PIN_UPDATE=1 pytest tests/test_pin_behaviour.py`` and say why in the commit.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from prune_helpers import FAST, cli
+
+REF = Path(__file__).parent / "data" / "pin_reference.json"
+UPDATE = os.environ.get("EVOPRUNE_PIN_UPDATE") == "1"
+
+
+def _compare_to_reference(key: str, got: dict) -> None:
+    ref = json.loads(REF.read_text()) if REF.exists() else {}
+    if UPDATE:
+        ref[key] = got
+        REF.parent.mkdir(exist_ok=True)
+        REF.write_text(json.dumps(ref, indent=1, sort_keys=True) + "\n")
+        return
+    assert key in ref, f"no pinned reference for {key}: run with EVOPRUNE_PIN_UPDATE=1 once"
+    _same(ref[key], got, key)
+
+
+def _same(want, got, where: str) -> None:
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(want) == set(got), f"{where}: keys {sorted(want)} != {sorted(got)}"
+        for k in want:
+            _same(want[k], got[k], f"{where}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(want) == len(got), f"{where}: {want} != {got}"
+        for i, (w, g) in enumerate(zip(want, got)):
+            _same(w, g, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert isinstance(got, (int, float)) and (math.isclose(want, got, rel_tol=1e-6, abs_tol=1e-9)
+                                                   or (math.isnan(want) and math.isnan(got))), \
+            f"{where}: {got} != pinned {want}"
+    else:
+        assert want == got, f"{where}: {got!r} != pinned {want!r}"
+
+
+def _weights_summary(path: Path) -> dict:
+    """Sum and sum of squares per tensor of a saved model: a cheap fingerprint of every weight."""
+    from evoprune.models.checkpoint import load_model
+
+    model, _ = load_model(str(path))
+    return {k: [float(v.double().sum()), float(v.double().square().sum())]
+            for k, v in model.state_dict().items() if torch.is_floating_point(v)}
+
+
+UNIT_FIELDS = ("unit", "n", "k", "calib_acc_after_prune", "calib_acc_after_finetune", "macs", "params",
+               "ga_evaluations", "ga_generations", "stage2_loss", "stage2_acc", "stage2_evaluations", "stage1_error")
+
+
+def test_prune_run_is_pinned(tiny_checkpoint, tmp_path):
+    out = tmp_path / "prune"
+    r = cli("--quiet", "prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", *FAST, "--seed", "3",
+            "--out", out)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    got = {"pruned": res["pruned"], "order": res["order"], "ratios": res["ratios"],
+           "final": {k: res["final"][k] for k in ("calib_top1", "test_top1", "macs", "params")},
+           "base": {k: res["base"][k] for k in ("calib_top1", "test_top1", "macs", "params")},
+           "units": [{k: u.get(k) for k in UNIT_FIELDS} for u in res["units"]],
+           "weights": _weights_summary(out / "model.pt")}
+    _compare_to_reference("prune", got)
+
+
+def _compare_run(out: Path) -> dict:
+    got = {}
+    for d in sorted(out.glob("*/seed*")):
+        res = json.loads((d / "result.json").read_text())
+        got[f"{d.parent.name}/{d.name}"] = {k: res.get(k) for k in ("evaluations", "best_fitness", "front_fitness",
+                                                                   "best_genome", "front_genomes")}
+    return got
+
+
+def test_compare_on_the_network_problem_is_pinned(tiny_checkpoint, tmp_path):
+    out = tmp_path / "compare"
+    r = cli("--quiet", "compare", "--problem", "network", "--checkpoint", tiny_checkpoint, "--data", "mini-cifar10",
+            "--device", "cpu", "--param", "bn_batches=1", "--param", "eval_batches=1", "--param", "batch_size=64",
+            "--param", "threads=1", "--strategies", "nsga2,mo-cmaes,random", "--pop-size", "4", "--budget", "8",
+            "--seeds", "2", "--out", out)
+    assert r.returncode == 0, r.stderr
+    got = _compare_run(out)
+    assert len(got) == 6
+    _compare_to_reference("compare_network", got)
+
+
+def test_compare_on_the_channels_problem_is_pinned(tiny_checkpoint, tmp_path):
+    out = tmp_path / "compare"
+    r = cli("--quiet", "compare", "--problem", "channels", "--checkpoint", tiny_checkpoint, "--data", "mini-cifar10",
+            "--device", "cpu", "--param", "fitness=twostage", "--param", "calib_batches=1",
+            "--param", "batch_size=32", "--strategies", "ga,cmaes,random", "--budget", "40", "--seeds", "2",
+            "--out", out)
+    assert r.returncode == 0, r.stderr
+    got = _compare_run(out)
+    assert len(got) == 6
+    _compare_to_reference("compare_channels", got)
