@@ -123,7 +123,8 @@ def run_all(a: argparse.Namespace) -> Dict[str, Any]:
     import torch
 
     from evoprune.indicators import hypervolume, non_dominated
-    from evoprune.problems.network_pruning import UNIFORM_RATIOS, network_problem
+    from evoprune.checkpoint_problems import network_problem
+    from evoprune.problems.network_pruning import UNIFORM_RATIOS
     from evoprune.strategies import run_strategy
 
     torch.set_num_threads(max(1, a.threads))

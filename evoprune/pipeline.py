@@ -22,7 +22,8 @@ from torch import nn
 from .config import PruneConfig  # noqa: F401  (defined there; `from evoprune.pipeline import PruneConfig` works)
 from .data import Loaders
 from .errors import EvopruneError
-from .io import append_jsonl, read_json, read_jsonl, write_json
+from .io import read_json, write_json
+from .pruning.masked import reestimate_bn
 
 Log = Callable[[str], None]
 
@@ -56,26 +57,6 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def adaptive_bn(model: nn.Module, batches: List[Tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Re-estimate every BatchNorm's running statistics on ``batches`` (cumulative average), in place."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns or not batches:
-        return
-    saved = [(m.momentum, m.training) for m in bns]
-    was = model.training
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    for x, _ in batches:
-        model(x)
-    for m, (mom, tr) in zip(bns, saved):
-        m.momentum = mom
-        m.train(tr)
-    model.train(was)
-
-
 def _unit_loaders(loaders: Loaders, seed: int) -> Loaders:
     """The same data with a different shuffling seed (each unit's fine-tune sees its own batch stream)."""
     train = loaders.train.with_options(shuffle=True, augment=True, seed=seed, shard=(0, 1))
@@ -227,7 +208,7 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
                                                                                         seed=useed), seed=useed)
         current = apply(current, {unit: mask}, space)
         pruned[unit] = np.flatnonzero(mask).tolist()
-        adaptive_bn(current, loaders.train_batches(cfg.bn_batches, seed=useed))
+        reestimate_bn(current, loaders.train_batches(cfg.bn_batches, seed=useed))
         after_prune = evaluate(current, calib, device)
         if cfg.finetune_steps > 0:
             ul = _unit_loaders(loaders, useed)

@@ -100,7 +100,7 @@ def parse_seeds(seeds: str, first: int) -> List[int]:
 def _import_problem_modules() -> None:
     """Import the problem modules so their factories are registered."""
     for mod in ("evoprune.problems", "evoprune.problems.benchmarks", "evoprune.problems.channel_selection",
-                "evoprune.problems.network_pruning", "evoprune.unit_problem"):
+                "evoprune.problems.network_pruning", "evoprune.checkpoint_problems"):
         importlib.import_module(mod)
 
 

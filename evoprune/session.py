@@ -91,12 +91,6 @@ def build_setup(data_name: str, data_dir: Optional[str], model_name: Optional[st
 
 def count_macs(model: nn.Module, in_channels: int, image_size: int) -> int:
     """Multiply-accumulates of one forward pass on one image (FlopCounterMode FLOPs / 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from .pruning.cost import flop_counter_macs
 
-    dev = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(torch.zeros(1, in_channels, image_size, image_size, device=dev))
-    model.train(was)
-    return int(fc.get_total_flops() // 2)
+    return int(flop_counter_macs(model, (1, int(in_channels), int(image_size), int(image_size))))

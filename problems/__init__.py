@@ -3,7 +3,6 @@
 Importing this package registers the benchmark problems in :data:`evoprune.registry.PROBLEMS`.
 """
 from . import benchmarks  # noqa: F401  (registers onemax-k, planted-qp, random-qp, biobjective-subset)
-from . import network_pruning  # noqa: F401  (registers network; imports torch only when a problem is built)
 from .base import FitnessND, Individual, as_array, make_toolbox, wrap, wrap_population
 from .benchmarks import BenchmarkProblem, biobjective_subset, onemax_k, planted_qp, random_qp
 from .channel_selection import ChannelSelectionProblem

@@ -55,34 +55,24 @@ The model is never modified: parameters, statistics, train/eval flags and BN mom
 """
 from __future__ import annotations
 
-import contextlib
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from evoprune.config import operator_defaults
 from evoprune.errors import EvopruneError
-from evoprune.registry import PROBLEMS
 
 from .base import check_population, make_toolbox, wrap
 
-__all__ = ["NetworkPruningProblem", "network_problem", "METRICS"]
+__all__ = ["NetworkPruningProblem", "METRICS"]
 
 METRICS = ("error", "macs", "params")
-# member kinds the sliced forward handles (see evoprune.pruning.space); others fall back to soft masks
-_SLICE_DIM = {"conv_out": 0, "linear_out": 0, "bn": 0, "conv_in": 1, "linear_in": 1}
 UNIFORM_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
 # torch is imported inside functions: importing evoprune.problems (which registers this factory) stays cheap.
-def _bn_class() -> type:
-    from torch import nn
-
-    return nn.modules.batchnorm._BatchNorm
-
-
 def _as_objectives(objectives: Union[str, Sequence[str]]) -> Tuple[str, ...]:
     objs = tuple(s.strip() for s in objectives.split(",")) if isinstance(objectives, str) else tuple(objectives)
     objs = tuple(o for o in objs if o)
@@ -141,21 +131,6 @@ def _batches(data: Any, bn_batches: int, eval_batches: int, batch_size: int, see
     return xs, list(held)
 
 
-class _ConsumerMask:
-    """Forward pre-hook zeroing a consumer's removed input channels; ``mult`` is swapped per genome."""
-
-    def __init__(self, linear: bool) -> None:
-        self.linear = linear
-        self.mult: Optional[torch.Tensor] = None
-
-    def __call__(self, module: Any, args: Tuple[Any, ...]) -> Any:
-        if self.mult is None:
-            return None
-        x = args[0]
-        m = self.mult if self.linear else self.mult.view((1, -1) + (1,) * (x.dim() - 2))
-        return (x * m.to(dtype=x.dtype),) + tuple(args[1:])
-
-
 class _MasksInit:
     """Init operator of the masks encoding for the GA (``default_operators["init"]``): decoded ratio samples."""
 
@@ -211,6 +186,7 @@ class NetworkPruningProblem:
         from torch import nn
 
         from evoprune.pruning import CostModel, IMPORTANCE, PruningSpace
+        from evoprune.pruning.masked import MaskedNetwork
 
         if not isinstance(model, nn.Module):
             raise EvopruneError(f"network problem needs a torch.nn.Module, got {type(model).__name__}")
@@ -299,9 +275,13 @@ class NetworkPruningProblem:
         if self.max_params is not None:
             tag += f", params<={self.max_params:g}"
         self.name = name or f"network({self.arch}, {encoding}, {tag})"
-        self._setup_forward(forward)
+        # the same probe decision as before the engine moved out (the sliced-vs-soft check depends on it)
+        probe = self.masks_of_counts(self.counts_of_ratios(
+            np.random.default_rng(12345).uniform(0.3, 0.8, size=(1, self.n_units))))[0]
+        self.engine = MaskedNetwork(model, space, self._bn_x, self._ev, forward=forward, probe=probe,
+                                    threads=self.threads)
+        self.forward_mode, self.forward_info = self.engine.mode, self.engine.info
         self.cache: Dict[bytes, float] = {}
-        self._hooks: Dict[str, _ConsumerMask] = {}
         self.evaluations = 0  # forward evaluations actually run (cache misses of feasible genomes)
         self.cache_hits = 0
         self.infeasible = 0
@@ -347,7 +327,7 @@ class NetworkPruningProblem:
         self.cache_hits += int(feasible.sum()) - len(todo)
         if todo:
             t0 = time.perf_counter()
-            with self._evaluation_context() as run:
+            with self.engine.context() as run:
                 for i in todo:
                     if keys[i] not in self.cache:  # duplicates inside one call run once
                         self.cache[keys[i]] = 1.0 - run(masks[i])
@@ -497,215 +477,6 @@ class NetworkPruningProblem:
             return counts.astype(np.int32).tobytes()
         return np.packbits(mask).tobytes()
 
-    # ------------------------------------------------------------------------------------------ forwards
-    def _setup_forward(self, forward: str) -> None:
-        """Precompute index maps for the sliced and soft forwards; pick one (``auto``: sliced if it checks out)."""
-        from torch import nn
-
-        _BN = _bn_class()
-        mods = dict(self.model.named_modules())
-        self._modules = mods
-        self._bns = [(n, m) for n, m in mods.items() if isinstance(m, _BN) and m.track_running_stats
-                     and m.running_mean is not None]
-        # soft: consumer name -> (local input indices, global channel positions)
-        soft: Dict[str, List[Tuple[np.ndarray, np.ndarray]]] = {}
-        kinds: Dict[str, str] = {}
-        # sliced: (module, dim) -> (local indices, global channel positions)
-        sliced: Dict[Tuple[str, int], List[Tuple[np.ndarray, np.ndarray]]] = {}
-        why_not = None
-        for ui, u in enumerate(self.space.units):
-            off = int(self.offsets[ui])
-            for c in u.consumers:
-                soft.setdefault(c.name, []).append((np.asarray(c.index), np.asarray(c.channel) + off))
-                kinds[c.name] = c.kind
-            for mem in u.members:
-                dim = _SLICE_DIM.get(mem.kind)
-                m = mods.get(mem.name)
-                if dim is None:
-                    why_not = why_not or f"'{mem.name}' is a {mem.kind} member"
-                    continue
-                if isinstance(m, nn.modules.conv._ConvNd) and m.groups != 1:
-                    why_not = why_not or f"'{mem.name}' is a grouped conv"
-                sliced.setdefault((mem.name, dim), []).append((np.asarray(mem.index), np.asarray(mem.channel) + off))
-        cat = lambda parts: (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))  # noqa
-        self._soft = {n: cat(parts) + (kinds[n],) for n, parts in soft.items()}
-        self._sliced = {k: cat(parts) for k, parts in sliced.items()}
-        self._tensors = self._sliceable_tensors()
-        self.forward_mode = "soft"
-        self.forward_info = ""
-        if forward == "soft":
-            self.forward_info = "soft masks (asked for)"
-            return
-        if why_not is None:
-            why_not = self._check_sliced()
-        if why_not is None:
-            self.forward_mode = "sliced"
-            self.forward_info = "sliced parameters (checked against soft masks on a probe genome)"
-        elif forward == "sliced":
-            raise EvopruneError(f"forward='sliced' cannot run this model ({why_not}); use forward='auto' or 'soft'")
-        else:
-            self.forward_info = f"soft masks ({why_not})"
-
-    def _sliceable_tensors(self) -> Dict[Tuple[str, int], List[Tuple[str, Any]]]:
-        """For each sliced (module, dim): the ``(state name, tensor)`` pairs cut along that dim."""
-        _BN = _bn_class()
-        out: Dict[Tuple[str, int], List[Tuple[str, Any]]] = {}
-        for (name, dim) in self._sliced:
-            m = self._modules[name]
-            items = []
-            if isinstance(m, _BN):
-                for attr in ("weight", "bias", "running_mean", "running_var"):
-                    t = getattr(m, attr, None)
-                    if t is not None:
-                        items.append((attr, t))
-            else:
-                for attr in ("weight", "bias"):
-                    t = getattr(m, attr, None)
-                    if t is not None and (attr == "weight" or dim == 0):
-                        items.append((attr, t))
-            out[(name, dim)] = [(f"{name}.{a}" if name else a, t.detach()) for a, t in items]
-        return out
-
-    def _sliced_state(self, row: np.ndarray, adapt: bool) -> Dict[str, Any]:
-        """Every pruned tensor cut to the kept channels of one decision, plus fresh BN buffers."""
-        import torch
-
-        state: Dict[str, Any] = {}
-        keep_idx: Dict[Tuple[str, int], Any] = {}
-        for key, (loc, glob) in self._sliced.items():
-            name, dim = key
-            size = self._modules[name].weight.shape[dim]
-            keep = np.ones(size, dtype=bool)
-            keep[loc] = row[glob]
-            keep_idx[key] = torch.from_numpy(np.flatnonzero(keep)).to(self.device)
-        for key, items in self._tensors.items():
-            name, dim = key
-            idx = keep_idx[key]
-            for full, t in items:
-                src = state.get(full, t)
-                if dim < src.dim():
-                    state[full] = src.index_select(dim, idx)
-        for name, bn in self._bns:
-            prefix = f"{name}." if name else ""
-            c = state[prefix + "running_mean"].shape[0] if prefix + "running_mean" in state else bn.num_features
-            if adapt:  # adaptive BN: statistics start from scratch in buffers of our own
-                state[prefix + "running_mean"] = torch.zeros(c, device=self.device)
-                state[prefix + "running_var"] = torch.ones(c, device=self.device)
-            elif prefix + "running_mean" not in state:
-                state[prefix + "running_mean"] = bn.running_mean.detach().clone()
-                state[prefix + "running_var"] = bn.running_var.detach().clone()
-            if bn.num_batches_tracked is not None:
-                state[prefix + "num_batches_tracked"] = torch.zeros((), dtype=torch.long, device=self.device)
-        return state
-
-    def _soft_state(self, row: np.ndarray, adapt: bool) -> Dict[str, Any]:
-        """Fresh BN buffers; the consumers' hooks get this decision's 0/1 input multipliers."""
-        import torch
-        from torch import nn
-
-        state: Dict[str, Any] = {}
-        for name, bn in self._bns:
-            prefix = f"{name}." if name else ""
-            c = bn.num_features
-            if adapt:
-                state[prefix + "running_mean"] = torch.zeros(c, device=self.device)
-                state[prefix + "running_var"] = torch.ones(c, device=self.device)
-            else:
-                state[prefix + "running_mean"] = bn.running_mean.detach().clone()
-                state[prefix + "running_var"] = bn.running_var.detach().clone()
-            if bn.num_batches_tracked is not None:
-                state[prefix + "num_batches_tracked"] = torch.zeros((), dtype=torch.long, device=self.device)
-        for name, (loc, glob, _kind) in self._soft.items():
-            hook = self._hooks[name]
-            m = self._modules[name]
-            width = m.in_channels if isinstance(m, nn.modules.conv._ConvNd) else m.in_features
-            mult = np.ones(width, dtype=np.float32)
-            mult[loc] = row[glob]
-            hook.mult = torch.from_numpy(mult).to(self.device)
-        return state
-
-    @contextlib.contextmanager
-    def _evaluation_context(self, mode: Optional[str] = None, adapt: Optional[bool] = None
-                            ) -> Iterator[Callable[[np.ndarray], float]]:
-        """Yields ``run(mask_row) -> accuracy``; restores modes, BN momenta, hooks, grad mode and threads."""
-        import torch
-
-        mode = mode or self.forward_mode
-        adapt = self.bn_batches > 0 and bool(self._bn_x) if adapt is None else adapt
-        modes = [(m, m.training) for m in self.model.modules()]
-        momenta = [(bn, bn.momentum) for _, bn in self._bns]
-        grad, threads = torch.is_grad_enabled(), torch.get_num_threads()
-        handles = []
-        try:
-            torch.set_grad_enabled(False)
-            if self.threads is not None:
-                torch.set_num_threads(self.threads)
-            self.model.eval()
-            if mode == "soft":
-                self._hooks = {}
-                for name, (_, _, kind) in self._soft.items():
-                    hook = self._hooks[name] = _ConsumerMask(kind == "linear")
-                    handles.append(self._modules[name].register_forward_pre_hook(hook))
-            yield lambda row: self._accuracy(row, mode, adapt)
-        finally:
-            for h in handles:
-                h.remove()
-            self._hooks = {}
-            for bn, mom in momenta:
-                bn.momentum = mom
-            for m, t in modes:
-                m.training = t
-            torch.set_grad_enabled(grad)
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
-
-    def _accuracy(self, row: np.ndarray, mode: str, adapt: bool) -> float:
-        import torch
-        from torch.func import functional_call
-
-        state = self._sliced_state(row, adapt) if mode == "sliced" else self._soft_state(row, adapt)
-        model = self.model
-        if adapt:
-            for _, bn in self._bns:
-                bn.momentum = None  # cumulative average over the BN batches
-                bn.train()
-            for x in self._bn_x:
-                functional_call(model, state, (x,))
-            for _, bn in self._bns:
-                bn.eval()
-        correct, count = 0, 0
-        for x, y in self._ev:
-            out = functional_call(model, state, (x,))
-            if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(y):
-                raise EvopruneError("network problem needs a model returning logits [batch, classes]")
-            correct += int((out.argmax(1) == y).sum())
-            count += len(y)
-        return correct / count
-
-    def _check_sliced(self) -> Optional[str]:
-        """Sliced and soft forwards must give the same logits on a probe decision; else the reason why not."""
-        import torch
-        from torch.func import functional_call
-
-        rng = np.random.default_rng(12345)
-        row = self.masks_of_counts(self.counts_of_ratios(rng.uniform(0.3, 0.8, size=(1, self.n_units))))[0]
-        x = self._ev[0][0][:8]
-        outs = []
-        try:
-            for mode in ("soft", "sliced"):
-                with self._evaluation_context(mode, adapt=False):
-                    st = self._sliced_state(row, False) if mode == "sliced" else self._soft_state(row, False)
-                    outs.append(functional_call(self.model, st, (x,)))
-        except Exception as exc:  # a forward that reads channel counts, an op Torch-Pruning did not map, ...
-            return f"sliced forward failed: {type(exc).__name__}"
-        a, b = outs
-        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape):
-            return "sliced forward gave differently shaped outputs"
-        scale = float(a.abs().max()) + 1e-6
-        if not torch.allclose(a, b, rtol=1e-3, atol=1e-4 * scale):
-            return "sliced forward disagreed with soft masks"
-        return None
-
     # ------------------------------------------------------------------------------------------- reporting
     def measure(self, genomes: np.ndarray) -> Dict[str, np.ndarray]:
         """Raw ``error`` (always run, ignoring cost limits), ``macs`` and ``params`` fractions of genomes."""
@@ -769,54 +540,9 @@ class NetworkPruningProblem:
 
     def __getstate__(self) -> Dict[str, Any]:
         st = dict(self.__dict__)
-        st["_hooks"] = {}
         st["loaders"] = None  # the whole dataset: workers need only the materialised batches
         return st
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, n_var={self.n_var}, units={self.n_units}, "
                 f"objectives={self.objectives}, forward={self.forward_mode})")
-
-
-# ------------------------------------------------------------------------------------------------------ factory
-@PROBLEMS.register("network", doc="whole-network pruning of --checkpoint: per-unit keep ratios (or masks); "
-                                  "minimise held-out error (adaptive BN) and MACs fraction")
-def network_problem(model: Optional[str] = None, checkpoint: Optional[str] = None, data: str = "mini-cifar10",
-                    data_dir: Optional[str] = None, encoding: str = "ratios", seed: int = 0, bn_batches: int = 2,
-                    eval_batches: int = 2, batch_size: int = 128, objective2: str = "macs", device: str = "cpu",
-                    width: float = 1.0, objectives: Optional[Union[str, Sequence[str]]] = None,
-                    **kw: Any) -> NetworkPruningProblem:
-    """Load ``checkpoint`` and ``data`` (:func:`evoprune.session.build_setup`) and build the problem.
-
-    ``objectives`` defaults to ``("error", objective2)``; ``--param objectives=error --param max_macs=0.33`` gives
-    the single-objective form for ``ga`` / ``cmaes``. Other keywords (``min_ratio``, ``importance``, ``max_macs``,
-    ``max_params``, ``forward``) go to :class:`NetworkPruningProblem`.
-    """
-    from evoprune.device import resolve_device
-    from evoprune.session import build_setup
-
-    if not checkpoint:
-        raise EvopruneError("network problem needs --checkpoint FILE (train one with 'evoprune train')")
-    if objective2 not in ("macs", "params"):
-        raise EvopruneError(f"objective2 must be 'macs' or 'params', got {objective2!r}")
-    for key in ("bn_batches", "eval_batches", "batch_size", "seed"):
-        _count(key, locals()[key], 1 if key in ("batch_size", "eval_batches") else 0)
-    known = {"min_ratio", "importance", "max_macs", "max_params", "spread", "forward", "threads", "name"}
-    unknown = sorted(set(kw) - known)
-    if unknown:
-        raise EvopruneError(f"problem 'network' does not take parameter(s) {', '.join(unknown)}; it takes: "
-                            "encoding, objectives, objective2, min_ratio, bn_batches, eval_batches, batch_size, "
-                            "importance, max_macs, max_params, spread, forward, threads, width")
-    setup = build_setup(data, data_dir, model, float(width), checkpoint, resolve_device(device),
-                        batch_size=int(batch_size), seed=0)
-    meta = setup.meta or {}
-    arch = str(meta.get("arch") or type(setup.model).__name__)
-    w = (meta.get("model_kwargs") or {}).get("width")
-    if w is not None:
-        arch += f" w{w:g}"
-    if meta.get("pruned"):
-        arch += " (pruned)"
-    return NetworkPruningProblem(setup.model, None, setup.loaders, encoding=encoding,
-                                 objectives=objectives if objectives is not None else ("error", objective2),
-                                 bn_batches=bn_batches, eval_batches=eval_batches, batch_size=int(batch_size),
-                                 seed=int(seed), arch=arch, **kw)

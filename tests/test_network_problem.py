@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from evoprune.cli import main
 from evoprune.errors import EvopruneError
-from evoprune.problems.network_pruning import NetworkPruningProblem, network_problem
+from evoprune.checkpoint_problems import network_problem
+from evoprune.problems.network_pruning import NetworkPruningProblem
 from evoprune.pruning import flop_counter_macs
 
 SMALL = dict(data="mini-cifar10", bn_batches=1, eval_batches=1, batch_size=64, threads=1)

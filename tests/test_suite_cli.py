@@ -84,7 +84,7 @@ def test_channels_problem_bad_input_is_one_line(tiny_checkpoint, tmp_path):
 
 def test_channels_problem_cli_equals_python(tiny_checkpoint, tmp_path):
     from evoprune.strategies import run_strategy
-    from evoprune.unit_problem import channel_problem
+    from evoprune.checkpoint_problems import channel_problem
 
     r = invoke("--json", "search", "--problem", "channels", "--checkpoint", tiny_checkpoint, "--param",
                "unit=features.4", "--param", "keep=0.5", "--param", "calib_batches=1", "--param", "batch_size=32",

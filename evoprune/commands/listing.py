@@ -11,7 +11,7 @@ def _import_all() -> None:
     import importlib
 
     for mod in ("evoprune.models", "evoprune.data", "evoprune.operators", "evoprune.problems", "evoprune.strategies",
-                "evoprune.fitness", "evoprune.pruning", "evoprune.problems.benchmarks", "evoprune.unit_problem"):
+                "evoprune.fitness", "evoprune.pruning", "evoprune.problems.benchmarks", "evoprune.checkpoint_problems"):
         importlib.import_module(mod)
 
 

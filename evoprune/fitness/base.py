@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from evoprune.errors import EvopruneError
+from evoprune.pruning.masked import InputMasks, model_modes
 from evoprune.registry import EVALUATORS
 
 __all__ = ["ConsumerSpec", "Evaluator", "as_consumers", "consumers_of", "check_masks", "mask_consumers",
@@ -185,17 +186,6 @@ def genome_key(mask: torch.Tensor) -> bytes:
 
 
 @contextlib.contextmanager
-def model_modes(model: nn.Module) -> Iterator[None]:
-    """Restore every submodule's train/eval flag on exit (evaluators switch modes)."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        yield
-    finally:
-        for m, t in modes:
-            m.training = t
-
-
-@contextlib.contextmanager
 def mask_consumers(consumers: Sequence[ConsumerSpec], keep: torch.Tensor) -> Iterator[None]:
     """Zero the unit's removed channels in every consumer's input (forward pre-hooks), for one bool mask ``[n]``.
 
@@ -203,25 +193,16 @@ def mask_consumers(consumers: Sequence[ConsumerSpec], keep: torch.Tensor) -> Ite
     physically pruned model computes, whatever nonlinearity (or residual identity path) lies between unit and
     consumer -- masking the producer's output instead would rely on f(0) = 0.
     """
-    handles = []
-    try:
-        for c in consumers:
-            width = c.module.in_channels if isinstance(c.module, nn.Conv2d) else c.module.in_features
-            w = c.module.weight
-            mult = torch.ones(width, dtype=w.dtype, device=w.device)
-            drop = c.index[~keep.cpu()].reshape(-1).to(w.device)
-            mult[drop] = 0
-            shape = (1, width, 1, 1) if isinstance(c.module, nn.Conv2d) else (width,)
-            mult = mult.view(shape)
-
-            def pre(mod: nn.Module, args: tuple, mult: torch.Tensor = mult) -> tuple:
-                return (args[0] * mult.to(args[0].dtype),) + tuple(args[1:])
-
-            handles.append(c.module.register_forward_pre_hook(pre))
+    mults = {}
+    for c in consumers:
+        width = c.module.in_channels if isinstance(c.module, nn.Conv2d) else c.module.in_features
+        w = c.module.weight
+        mult = torch.ones(width, dtype=torch.float32, device=w.device)
+        mult[c.index[~keep.cpu()].reshape(-1).to(w.device)] = 0
+        mults[c.name or str(id(c.module))] = (c.module, mult)
+    with InputMasks(((name, mod) for name, (mod, _) in mults.items()),
+                    {name: m for name, (_, m) in mults.items()}):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextlib.contextmanager

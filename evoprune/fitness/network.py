@@ -25,13 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from evoprune.errors import EvopruneError
+from evoprune.pruning.masked import AdaptiveBN
 from evoprune.registry import EVALUATORS
 
 from .base import ConsumerLike, Evaluator, as_consumers, check_masks, consumers_of, genome_key, mask_consumers, \
     model_modes
 from .calibration import check_batches, run_model
 
-__all__ = ["NetworkFitness", "split_model", "ModelSplit", "adaptive_bn"]
+__all__ = ["NetworkFitness", "split_model", "ModelSplit"]
 
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -166,40 +167,6 @@ def _fx_split(model: nn.Module, consumers: Sequence[nn.Module]):
                                            f"{len(nodes) - cut - 2} graph nodes")
 
 
-class adaptive_bn:
-    """Context: re-estimation-ready BNs (reset stats, cumulative average, train mode); restores everything on exit.
-
-    Inside, call :meth:`reset` before each candidate, run forwards, then :meth:`freeze` to switch to eval."""
-
-    def __init__(self, bns: Sequence[nn.Module]):
-        self.bns = [b for b in bns if getattr(b, "track_running_stats", False) and b.running_mean is not None]
-
-    def __enter__(self) -> "adaptive_bn":
-        self.saved = [(b, b.running_mean.clone(), b.running_var.clone(),
-                       None if b.num_batches_tracked is None else b.num_batches_tracked.clone(), b.momentum, b.training)
-                      for b in self.bns]
-        return self
-
-    def reset(self) -> None:
-        for b in self.bns:
-            b.reset_running_stats()
-            b.momentum = None
-            b.train()
-
-    def freeze(self) -> None:
-        for b in self.bns:
-            b.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        for b, mean, var, nbt, mom, training in self.saved:
-            b.running_mean.copy_(mean)  # in place: state-dict tensors keep their identity
-            b.running_var.copy_(var)
-            if nbt is not None:
-                b.num_batches_tracked.copy_(nbt)
-            b.momentum = mom
-            b.training = training
-
-
 def is_oom(exc: BaseException) -> bool:
     """Whether ``exc`` is an out-of-memory error (CUDA's, or the CPU allocator's)."""
     for holder in (torch, getattr(torch, "cuda", None)):
@@ -311,7 +278,7 @@ class NetworkFitness(Evaluator):
         return max([int(y.shape[0]) for _, y in self._eval_cut] + [int(t.shape[0]) for t in self._train_cut],
                    default=0)
 
-    def _measure_or_shrink(self, keep: torch.Tensor, abn: Optional[adaptive_bn]) -> Tuple[float, float]:
+    def _measure_or_shrink(self, keep: torch.Tensor, abn: Optional[AdaptiveBN]) -> Tuple[float, float]:
         """:meth:`_measure`; on out-of-memory, halve every cached batch and try again (and say so), down to 1."""
         while True:
             try:
@@ -332,7 +299,7 @@ class NetworkFitness(Evaluator):
                               f"with batches of {self.batch_size} (same images, more forward passes)",
                               RuntimeWarning, stacklevel=2)
 
-    def _measure(self, keep: torch.Tensor, abn: Optional[adaptive_bn]) -> Tuple[float, float]:
+    def _measure(self, keep: torch.Tensor, abn: Optional[AdaptiveBN]) -> Tuple[float, float]:
         with mask_consumers(self.consumers, keep):
             if abn is not None:
                 abn.reset()
@@ -366,7 +333,7 @@ class NetworkFitness(Evaluator):
             t0 = time.perf_counter()
             with model_modes(self.model), torch.no_grad():
                 self.model.eval()
-                abn = adaptive_bn(self.split.bns) if self.adapt_bn and self._train_cut else None
+                abn = AdaptiveBN(self.split.bns) if self.adapt_bn and self._train_cut else None
                 if abn is not None:
                     abn.__enter__()
                 try:

@@ -20,6 +20,7 @@ from torch import nn
 
 from evoprune.errors import EvopruneError
 
+from .masked import InputMasks, drop_input_masks
 from .space import (BN, CONV_IN, CONV_OUT, DWCONV, GCONV_IN, LINEAR_IN, LINEAR_OUT, Masks, PruningSpace, Unit)
 
 
@@ -75,7 +76,7 @@ def apply(model: nn.Module, masks: Masks, space: Optional[PruningSpace] = None, 
     full = space.validate(masks)
     space.check_model(model)
     new = model if inplace else copy.deepcopy(model)
-    _drop_mask_hooks(new)
+    drop_input_masks(new)
     removals: Dict[Tuple[str, str], List[np.ndarray]] = defaultdict(list)
     for u in space.units:
         drop = ~full[u.name]
@@ -100,53 +101,16 @@ def apply(model: nn.Module, masks: Masks, space: Optional[PruningSpace] = None, 
 
 
 # ------------------------------------------------------------------------------------------------ soft masking
-class _MaskHook:
-    """Forward pre-hook multiplying a consumer's input channels (dim 1 of a conv input, last dim of a linear
-    input) by a 0/1 vector."""
+class SoftMask(InputMasks):
+    """Handle of active soft masks (:class:`~evoprune.pruning.masked.InputMasks` on the affected consumers):
+    ``.remove()`` restores the model; also a context manager. ``multipliers``: consumer -> 0/1 input vector."""
 
-    def __init__(self, name: str, mult: np.ndarray, linear: bool) -> None:
-        self.name = name
-        self.mult = torch.as_tensor(mult, dtype=torch.float32)
-        self.linear = linear
-        self._cache: Dict[Tuple[Any, Any], torch.Tensor] = {}
-
-    def __call__(self, module: nn.Module, args: Tuple[Any, ...]):
-        x = args[0]
-        c = x.shape[-1] if self.linear else x.shape[1]
-        if c != self.mult.numel():
-            raise EvopruneError(f"soft mask for '{self.name}' expects {self.mult.numel()} input channels, got {c}; "
-                                f"the model changed after its pruning space was built")
-        key = (x.device, x.dtype)
-        m = self._cache.get(key)
-        if m is None:
-            m = self.mult.to(device=x.device, dtype=x.dtype)
-            if not self.linear:
-                m = m.view((1, -1) + (1,) * (x.dim() - 2))
-            self._cache[key] = m
-        return (x * m,) + tuple(args[1:])
-
-
-class SoftMask:
-    """Handle of active soft masks: ``.remove()`` restores the model; also a context manager."""
-
-    def __init__(self, handles: List[Any], multipliers: Dict[str, np.ndarray]) -> None:
-        self._handles = handles
-        self.multipliers = multipliers  # consumer name -> 0/1 vector over its input channels
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-
-    @property
-    def active(self) -> bool:
-        return bool(self._handles)
+    def __init__(self, model_modules: Dict[str, nn.Module], multipliers: Dict[str, np.ndarray]) -> None:
+        super().__init__(((name, model_modules[name]) for name in multipliers), multipliers)
+        self.multipliers = multipliers
 
     def __enter__(self) -> "SoftMask":
         return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
 
 
 def consumer_multipliers(space: PruningSpace, masks: Masks) -> Dict[str, np.ndarray]:
@@ -174,20 +138,7 @@ def soft_apply(model: nn.Module, masks: Masks, space: Optional[PruningSpace] = N
     """
     space = _get_space(model, space, example_input)
     mults = consumer_multipliers(space, masks)
-    modules = space.check_model(model)
-    kinds = {c.name: c.kind for u in space.units for c in u.consumers}
-    handles = []
-    for name, v in mults.items():
-        hook = _MaskHook(name, v, kinds[name] == "linear")
-        handles.append(modules[name].register_forward_pre_hook(hook))
-    return SoftMask(handles, mults)
-
-
-def _drop_mask_hooks(model: nn.Module) -> None:
-    """A deepcopy also copies active soft-mask hooks; they must not outlive surgery."""
-    for m in model.modules():
-        for k in [k for k, h in m._forward_pre_hooks.items() if isinstance(h, _MaskHook)]:
-            del m._forward_pre_hooks[k]
+    return SoftMask(space.check_model(model), mults)
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints

@@ -223,5 +223,7 @@ def flop_counter_macs(model, input_shape: Tuple[int, ...]) -> int:
 
 
 def model_params(model) -> int:
-    """``sum(p.numel())`` over the model's parameters."""
-    return sum(p.numel() for p in model.parameters())
+    """``sum(p.numel())`` over the model's parameters (one implementation: :func:`evoprune.models.count_params`)."""
+    from evoprune.models import count_params
+
+    return count_params(model)

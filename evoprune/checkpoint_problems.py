@@ -1,4 +1,10 @@
-"""The paper's per-layer problem on a trained network, for ``evoprune search|compare --problem channels``.
+"""Problems built from a trained checkpoint and a dataset, for ``evoprune search|compare --problem NAME``.
+
+The problem classes (``problems/``) take a model and batches and know nothing about files; these factories load
+``--checkpoint`` and ``--data`` (:func:`evoprune.session.build_setup`) and hand them over:
+
+* ``network`` -> :class:`~evoprune.problems.NetworkPruningProblem` (every unit at once; error vs MACs);
+* ``channels`` -> :class:`~evoprune.problems.ChannelSelectionProblem`, the paper's per-layer problem (below).
 
 ``channels`` loads ``--checkpoint`` and ``--data``, takes one unit (``--param unit=NAME``, default: the first) and
 a keep ratio (``--param keep=0.5``), and builds :class:`~evoprune.problems.ChannelSelectionProblem` with the
@@ -10,7 +16,7 @@ importances on the problem, and a final stage-2 check of the finalists.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, Union
 
 from .errors import EvopruneError
 from .registry import PROBLEMS
@@ -73,3 +79,47 @@ def channel_problem(checkpoint: Optional[str] = None, data: str = "mini-cifar10"
         importance = np.asarray(l1_importance(net, space, unit), dtype=float)
     return ChannelSelectionProblem(u.channels, k, ev, min_keep=u.min_keep, importance=importance,
                                    name=f"channels[{unit}@{keep:g}:{fitness}]", groups=u.channel_groups)
+
+
+@PROBLEMS.register("network", doc="whole-network pruning of --checkpoint: per-unit keep ratios (or masks); "
+                                  "minimise held-out error (adaptive BN) and MACs fraction")
+def network_problem(model: Optional[str] = None, checkpoint: Optional[str] = None, data: str = "mini-cifar10",
+                    data_dir: Optional[str] = None, encoding: str = "ratios", seed: int = 0, bn_batches: int = 2,
+                    eval_batches: int = 2, batch_size: int = 128, objective2: str = "macs", device: str = "cpu",
+                    width: float = 1.0, objectives: Optional[Union[str, Sequence[str]]] = None,
+                    **kw: Any) -> Any:
+    """Load ``checkpoint`` and ``data`` (:func:`evoprune.session.build_setup`) and build the problem.
+
+    ``objectives`` defaults to ``("error", objective2)``; ``--param objectives=error --param max_macs=0.33`` gives
+    the single-objective form for ``ga`` / ``cmaes``. Other keywords (``min_ratio``, ``importance``, ``max_macs``,
+    ``max_params``, ``forward``) go to :class:`NetworkPruningProblem`.
+    """
+    from .device import resolve_device
+    from .problems.network_pruning import NetworkPruningProblem, _count
+    from .session import build_setup
+
+    if not checkpoint:
+        raise EvopruneError("network problem needs --checkpoint FILE (train one with 'evoprune train')")
+    if objective2 not in ("macs", "params"):
+        raise EvopruneError(f"objective2 must be 'macs' or 'params', got {objective2!r}")
+    for key in ("bn_batches", "eval_batches", "batch_size", "seed"):
+        _count(key, locals()[key], 1 if key in ("batch_size", "eval_batches") else 0)
+    known = {"min_ratio", "importance", "max_macs", "max_params", "spread", "forward", "threads", "name"}
+    unknown = sorted(set(kw) - known)
+    if unknown:
+        raise EvopruneError(f"problem 'network' does not take parameter(s) {', '.join(unknown)}; it takes: "
+                            "encoding, objectives, objective2, min_ratio, bn_batches, eval_batches, batch_size, "
+                            "importance, max_macs, max_params, spread, forward, threads, width")
+    setup = build_setup(data, data_dir, model, float(width), checkpoint, resolve_device(device),
+                        batch_size=int(batch_size), seed=0)
+    meta = setup.meta or {}
+    arch = str(meta.get("arch") or type(setup.model).__name__)
+    w = (meta.get("model_kwargs") or {}).get("width")
+    if w is not None:
+        arch += f" w{w:g}"
+    if meta.get("pruned"):
+        arch += " (pruned)"
+    return NetworkPruningProblem(setup.model, None, setup.loaders, encoding=encoding,
+                                 objectives=objectives if objectives is not None else ("error", objective2),
+                                 bn_batches=bn_batches, eval_batches=eval_batches, batch_size=int(batch_size),
+                                 seed=int(seed), arch=arch, **kw)
