@@ -362,13 +362,13 @@ def run_one(out: Path, strategy: str, problem: Any, budget: int, seed: int, para
             best = fitness[np.argmax(fitness[:, 0] * weights[0]), 0]
             log(f"  gen {gen:5d}  {now:7.1f}s  best {problem.objectives[0]} in population {best:.6g}")
 
-    from evoprune.strategies import get_strategy, strategy_accepts
+    from evoprune.strategies import accepted, get_strategy
 
-    extra = {}
-    if backend is not None and strategy_accepts(get_strategy(strategy), "map_fn"):
-        extra["map_fn"] = backend.map  # population chunks go to the workers; results come back in order
-    result = run_strategy(strategy, problem, budget, seed, report, checkpoint=str(out / CHECKPOINT_NAME),
-                          checkpoint_every=checkpoint_every, **params, **extra)
+    # only what the strategy takes: a user strategy without checkpoints (or **params) still runs, unresumable
+    offered = {"checkpoint": str(out / CHECKPOINT_NAME), "checkpoint_every": checkpoint_every,
+               **({"map_fn": backend.map} if backend is not None else {})}  # chunks go to the workers, order kept
+    result = run_strategy(strategy, problem, budget, seed, report, **params,
+                          **accepted(get_strategy(strategy), offered))
     write_run(out, result, problem)
     return result
 

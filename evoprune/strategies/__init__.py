@@ -2,19 +2,20 @@
 
 Importing this package registers the built-ins in :data:`evoprune.registry.STRATEGIES`: ``ga`` (the paper's GA),
 ``nsga2``, ``cmaes``, ``cmaes-1+l``, ``mo-cmaes`` and ``random``. A user strategy is any function with that
-signature, registered with ``@STRATEGIES.register("name")`` or given as ``module:name`` / ``file.py:name``.
+signature (the protocol: :mod:`evoprune.strategies.protocol`), registered with ``@register_strategy("name")`` or
+given as ``module:name`` / ``file.py:name``.
 
 :func:`run_strategy` and :func:`compare` are the library entry points the ``search`` / ``compare`` commands use.
 """
 from __future__ import annotations
 
 import importlib
-import inspect
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from evoprune.errors import EvopruneError
-from evoprune.registry import STRATEGIES
 from evoprune.strategies.base import BudgetedEvaluator, BudgetExhausted, Result, seeded_rngs
+from evoprune.strategies.protocol import (accepted, check_compatible, get_strategy, make_result, register_strategy,
+                                         strategy_accepts)
 
 # Modules that register strategies (imported for that side effect; a failing import is an error, not a skip).
 _MODULES = ("ga", "nsga2", "cmaes", "random_search")
@@ -22,42 +23,7 @@ for _m in _MODULES:
     importlib.import_module(f"{__name__}.{_m}")
 
 __all__ = ["Result", "BudgetedEvaluator", "BudgetExhausted", "seeded_rngs", "get_strategy", "run_strategy",
-           "compare", "strategy_accepts", "check_compatible"]
-
-
-def get_strategy(name: Any) -> Callable[..., Result]:
-    """A registered strategy name, a ``module:name`` / ``file.py:name`` spec, or a callable."""
-    fn = name if callable(name) else STRATEGIES.get(name)
-    if not callable(fn):
-        raise EvopruneError(f"strategy '{name}' is a {type(fn).__name__}, not a function run(problem, budget, seed)")
-    return fn
-
-
-def strategy_accepts(fn: Callable, key: str) -> bool:
-    """Whether a strategy takes parameter ``key``: its ``param_names`` attribute when declared, else its signature
-    (a ``**params`` catch-all accepts everything)."""
-    names = getattr(fn, "param_names", None)
-    if names is not None:
-        return key in names
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return True
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return True
-    return key in sig.parameters and key not in ("problem", "budget", "seed", "callback")
-
-
-def check_compatible(name: str, fn: Callable, problem: Any) -> None:
-    """Fail fast (before any run) when a strategy cannot handle the problem's number of objectives."""
-    kind = getattr(fn, "objectives", "any")
-    n = len(problem.objectives)
-    if kind == "multi" and n < 2:
-        raise EvopruneError(f"strategy '{name}' is multi-objective but problem '{problem.name}' has one objective; "
-                            "use ga, cmaes, cmaes-1+l or random")
-    if kind == "single" and n > 1:
-        raise EvopruneError(f"strategy '{name}' is single-objective but problem '{problem.name}' has {n} "
-                            f"objectives ({', '.join(problem.objectives)}); use nsga2, mo-cmaes or random")
+           "compare", "strategy_accepts", "accepted", "check_compatible", "register_strategy", "make_result"]
 
 
 def run_strategy(name: Any, problem: Any, budget: int, seed: int, callback: Optional[Callable] = None,

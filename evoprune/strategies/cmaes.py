@@ -30,7 +30,7 @@ from deap import cma
 
 from evoprune.errors import EvopruneError
 from evoprune.problems.base import wrap
-from evoprune.registry import STRATEGIES
+from evoprune.strategies.protocol import register_strategy
 from evoprune.signals import graceful
 from evoprune.strategies import _support as S
 from evoprune.strategies.base import BudgetedEvaluator, Result, seeded_rngs, timer
@@ -127,7 +127,6 @@ def _start(name: str, problem: Any, budget: int, seed: int, p: Dict[str, Any]) -
     return rng, legacy, evaluator, logbook, ckpt, ckpt.load()
 
 
-@STRATEGIES.register("cmaes")
 @graceful
 def cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
     """CMA-ES (deap.cma.Strategy) on a continuous relaxation; binary masks by top-k or threshold 0.5 + repair."""
@@ -180,7 +179,6 @@ def _oneplus_config(problem: Any, budget: int, params: Dict[str, Any]) -> tuple:
     return p, relax, n, lam, sigma
 
 
-@STRATEGIES.register("cmaes-1+l")
 @graceful
 def cmaes_one_plus_lambda(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None,
                           **params: Any) -> Result:
@@ -253,7 +251,6 @@ def _mo_config(problem: Any, budget: int, params: Dict[str, Any]) -> tuple:
     return p, relax, mu, lam, sigma
 
 
-@STRATEGIES.register("mo-cmaes")
 @graceful
 def mo_cmaes(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
     """MO-CMA-ES (deap.cma.StrategyMultiObjective): mu (1+1)-CMA-ES with hypervolume-based survival."""
@@ -319,12 +316,11 @@ def _validator(config: Callable) -> Callable:
     return validate
 
 
-for _fn, _defaults, _obj, _cfg in ((cmaes, CMAES_DEFAULTS, "single", _cmaes_config),
-                                   (cmaes_one_plus_lambda, ONEPLUS_DEFAULTS, "single", _oneplus_config),
-                                   (mo_cmaes, MO_DEFAULTS, "multi", _mo_config)):
-    _fn.objectives = _obj  # type: ignore[attr-defined]
-    _fn.param_names = tuple(_defaults) + tuple(S.COMMON_PARAMS)  # type: ignore[attr-defined]
-    _fn.validate = _validator(_cfg)  # type: ignore[attr-defined]
+for _name, _fn, _defaults, _obj, _cfg in (("cmaes", cmaes, CMAES_DEFAULTS, "single", _cmaes_config),
+                                          ("cmaes-1+l", cmaes_one_plus_lambda, ONEPLUS_DEFAULTS, "single",
+                                           _oneplus_config),
+                                          ("mo-cmaes", mo_cmaes, MO_DEFAULTS, "multi", _mo_config)):
+    register_strategy(_name, objectives=_obj, defaults=_defaults, validate=_validator(_cfg))(_fn)
 
 
 def _generations(strategy: Any, ind_init: Any, relax: Any, evaluator: Any, rng: Any, legacy: Any, logbook: Any,

@@ -41,11 +41,11 @@ from deap import tools
 
 from evoprune.config import OPERATOR_DEFAULTS
 from evoprune.errors import EvopruneError
-from evoprune.registry import STRATEGIES
 from evoprune.signals import graceful
 
 from .base import BudgetedEvaluator, BudgetExhausted, Result, rng_state, seeded_rngs, set_rng_state, timer
 from .checkpoint import load_state, save_state
+from .protocol import register_strategy
 
 GA_DEFAULTS: Dict[str, Any] = {
     "pop_size": 100,
@@ -147,7 +147,6 @@ class _HallOfFame:
         return float(self.fitness[0, 0] * self.weight) if len(self.fitness) else -math.inf
 
 
-@STRATEGIES.register("ga", doc="the paper's generational GA with elitism (cardinality crossover + swap mutation)")
 @graceful
 def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[..., Any]] = None, *,
        pop_size: int = GA_DEFAULTS["pop_size"], cxpb: float = GA_DEFAULTS["cxpb"],
@@ -497,4 +496,5 @@ def _validate(problem: Any, budget: int, **params: Any) -> None:
                             "objectives; use strategy 'nsga2'")
 
 
-ga.validate = _validate  # type: ignore[attr-defined]
+register_strategy("ga", objectives="single", encodings=("binary",), validate=_validate,
+                  doc="the paper's generational GA with elitism (cardinality crossover + swap mutation)")(ga)

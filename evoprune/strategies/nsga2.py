@@ -24,7 +24,7 @@ from deap import tools
 from evoprune.config import operator_defaults
 from evoprune.errors import EvopruneError
 from evoprune.problems.base import FitnessND
-from evoprune.registry import STRATEGIES
+from evoprune.strategies.protocol import register_strategy
 from evoprune.signals import graceful
 from evoprune.strategies import _support as S
 from evoprune.strategies.base import BudgetedEvaluator, Result, seeded_rngs, timer
@@ -176,7 +176,6 @@ def _validate(problem: Any, budget: int, **params: Any) -> None:
     _config(problem, budget, params)
 
 
-@STRATEGIES.register(NAME)
 @graceful
 def nsga2(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
     """NSGA-II (tools.selNSGA2 + selTournamentDCD) for problems with 2+ objectives (e.g. error vs MACs)."""
@@ -246,6 +245,4 @@ def _reorder(pop: List[_Handle], G: np.ndarray, F: np.ndarray) -> Tuple[np.ndarr
     return G[idx].copy(), F[idx].copy()
 
 
-nsga2.objectives = "multi"  # type: ignore[attr-defined]
-nsga2.param_names = tuple(DEFAULTS) + tuple(S.COMMON_PARAMS)  # type: ignore[attr-defined]
-nsga2.validate = _validate  # type: ignore[attr-defined]
+register_strategy(NAME, objectives="multi", defaults=DEFAULTS, validate=_validate)(nsga2)

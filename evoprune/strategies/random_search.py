@@ -9,10 +9,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from evoprune.registry import STRATEGIES
 from evoprune.signals import graceful
 from evoprune.strategies import _support as S
 from evoprune.strategies.base import BudgetedEvaluator, Result, seeded_rngs, timer
+from evoprune.strategies.protocol import register_strategy
 
 NAME = "random"
 DEFAULTS = {"pop_size": 100}
@@ -32,7 +32,8 @@ def _validate(problem: Any, budget: int, **params: Any) -> None:
     _config(problem, budget, params)
 
 
-@STRATEGIES.register(NAME)
+@register_strategy(NAME, objectives="any", defaults=DEFAULTS, validate=_validate, aliases=("random-search",),
+                   doc="random search: the best of budget samples of problem.sample")
 @graceful
 def random_search(problem: Any, budget: int, seed: int, callback: Optional[Callable] = None, **params: Any) -> Result:
     """Random search: sample the problem uniformly (problem.sample) until the budget is spent."""
@@ -61,8 +62,3 @@ def random_search(problem: Any, budget: int, seed: int, callback: Optional[Calla
     return S.finish(NAME, problem, seed, evaluator, logbook, elapsed + clock(), p)
 
 
-random_search.objectives = "any"  # type: ignore[attr-defined]
-# the name `prune --selector` knows it by ('random' there is the random-mask control)
-STRATEGIES.register("random-search", doc="random search (alias of 'random'): the best of budget uniform samples")(random_search)
-random_search.param_names = tuple(DEFAULTS) + tuple(S.COMMON_PARAMS)  # type: ignore[attr-defined]
-random_search.validate = _validate  # type: ignore[attr-defined]
