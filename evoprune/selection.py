@@ -39,6 +39,7 @@ def resolve_strategy_selector(name: Any) -> Any:
     from .errors import EvopruneError
     from .registry import SELECTORS, STRATEGIES
 
+    import evoprune.pruning  # noqa: F401  (registers the criteria: l1, random, thinet, ...)
     import evoprune.strategies  # noqa: F401  (registers the built-ins)
 
     if name == "ga":

@@ -163,7 +163,7 @@ def test_checkpoint_resume_is_bit_identical(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         ga(p, callback=crash_at_7, checkpoint=ckpt, checkpoint_every=3, **kw)
     state = json.loads((tmp_path / "ga_state.json").read_text())["state"]
-    assert state["gen"] == 6 and not state["finished"]
+    assert state["gen"] == 6 and not state["done"]
     resumed_gens = []
     res = ga(p, callback=lambda g, *_: resumed_gens.append(g), checkpoint=ckpt, checkpoint_every=3, **kw)
     assert resumed_gens[0] == 7  # resumed, not restarted

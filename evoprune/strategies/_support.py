@@ -225,10 +225,9 @@ class Checkpointer:
             return None
         saved = state.get("signature")
         if saved != self.signature:
-            diff = sorted(k for k in set(self.signature) | set(saved or {})
-                          if (saved or {}).get(k) != self.signature.get(k))
             raise EvopruneError(
-                f"checkpoint '{self.path}' was written by a different run (differs in: {', '.join(diff) or '?'}); "
+                f"checkpoint '{self.path}' was written by a different run "
+                f"({'; '.join(_differences(saved or {}, self.signature)) or '?'}); "
                 "resume with the same settings, or remove it (--overwrite) to start afresh"
             )
         return state
@@ -255,6 +254,20 @@ class Checkpointer:
         save_state(self.path, state)
         if signals.requested() and not state.get("done"):  # the state is on disk: --resume continues it
             raise KeyboardInterrupt
+
+
+def _differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
+    """``key saved != now`` for every differing entry (one level into ``params``)."""
+    out: List[str] = []
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += [f"{kk} {a.get(kk)!r} != {b.get(kk)!r}" for kk in sorted(set(a) | set(b)) if a.get(kk) != b.get(kk)]
+        else:
+            out.append(f"{k} {a!r} != {b!r}")
+    return out
 
 
 def common_state(gen: int, evaluator: BudgetedEvaluator, logbook: tools.Logbook, rng: np.random.Generator,

@@ -43,8 +43,8 @@ from evoprune.config import OPERATOR_DEFAULTS
 from evoprune.errors import EvopruneError
 from evoprune.signals import graceful
 
-from .base import BudgetedEvaluator, BudgetExhausted, Result, rng_state, seeded_rngs, set_rng_state, timer
-from .checkpoint import load_state, save_state
+from .base import BudgetedEvaluator, BudgetExhausted, Result, seeded_rngs, timer
+from . import _support as S
 from .protocol import register_strategy
 
 GA_DEFAULTS: Dict[str, Any] = {
@@ -64,7 +64,6 @@ GA_DEFAULTS: Dict[str, Any] = {
 
 _NO_PROGRESS_LIMIT = 1000  # generations without a single new evaluation: variation has nothing left to change
 _LOG_FIELDS = ("gen", "nevals", "min", "avg", "max")
-_CKPT_VERSION = 1
 
 
 def _stats() -> tools.Statistics:
@@ -226,19 +225,15 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
         rec = stats.compile(fit[:, 0])
         log_rows.append((gen, nevals, rec["min"], rec["avg"], rec["max"]))
 
+    ckpt = S.Checkpointer(checkpoint, checkpoint_every, S.signature("ga", problem, seed, budget, params))
+
     def save(gen: int, pop: np.ndarray, fit: np.ndarray, stall: int, idle: int, reason: Optional[str]) -> None:
-        st = ev.state()
-        save_state(checkpoint, {
-            "version": _CKPT_VERSION, "strategy": "ga", "problem": problem.name, "n_var": n, "seed": int(seed),
-            "params": params, "gen": gen, "stall": stall, "idle": idle, "stop_reason": reason,
-            "finished": reason is not None, "wall_time": wall_before + clock(), "rng": rng_state(rng),
-            "used": int(st["used"]),
-            "population": np.packbits(pop, axis=1), "fitness": np.asarray(fit, dtype=float),
-            "hof_genomes": np.packbits(hof.genomes, axis=1), "hof_fitness": hof.fitness,
-            "logbook": np.asarray(log_rows, dtype=float).reshape(-1, len(_LOG_FIELDS)),
-            "history_genomes": np.packbits(np.asarray(st["genomes"], dtype=bool).reshape(-1, n), axis=1),
-            "history_fitness": np.asarray(st["fitness"], dtype=float).reshape(-1, 1),
-        })
+        st = S.common_state(gen, ev, _logbook(np.asarray(log_rows).reshape(-1, 5)), rng, wall_before + clock(),
+                            done=reason is not None)
+        st.update({"stall": stall, "idle": idle, "stop_reason": reason, "population": np.packbits(pop, axis=1),
+                   "fitness": np.asarray(fit, dtype=float), "hof_genomes": np.packbits(hof.genomes, axis=1),
+                   "hof_fitness": hof.fitness})
+        ckpt.save(st)
 
     def result(reason: Optional[str], gen: int, wall: float) -> Result:
         hg, hf = ev.history()
@@ -251,19 +246,15 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
         )
 
     # ---------------------------------------------------------------------------------------- start or resume
-    state = load_state(checkpoint) if checkpoint is not None else None
+    state = ckpt.load()
     if state is not None:
-        _check_checkpoint(checkpoint, state, problem, n, seed, params)
+        gen, _, wall_before, finished = S.restore_common(state, problem, ev, rng)
         unpack = lambda a: np.unpackbits(np.asarray(a, dtype=np.uint8), axis=1, count=n).astype(bool)  # noqa: E731
-        ev.load_state({"used": int(state["used"]), "genomes": unpack(state["history_genomes"]),
-                       "fitness": np.asarray(state["history_fitness"], dtype=float)})
         hof.genomes, hof.fitness = unpack(state["hof_genomes"]), np.asarray(state["hof_fitness"], dtype=float)
-        log_rows = [tuple(r) for r in np.asarray(state["logbook"], dtype=float)]
-        set_rng_state(rng, state["rng"])
-        wall_before = float(state["wall_time"])
-        gen, stall, idle = int(state["gen"]), int(state["stall"]), int(state["idle"])
+        log_rows = [tuple(float(r[f]) for f in _LOG_FIELDS) for r in state["logbook"]]
+        stall, idle = int(state["stall"]), int(state["idle"])
         pop, fit = unpack(state["population"]), np.asarray(state["fitness"], dtype=float)
-        if state["finished"]:
+        if finished:
             return result(state["stop_reason"], gen, wall_before)
         reason: Optional[str] = None
     else:
@@ -276,7 +267,7 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
         hof.update(pop, fit)
         record(0, len(fit), fit)
         reason = _stop_reason(exhausted or ev.remaining == 0, stall, idle, gen, stagnation, generations)
-        reason = _after_generation(reason, gen, pop, fit, callback, checkpoint, checkpoint_every,
+        reason = _after_generation(reason, gen, pop, fit, callback, ckpt,
                                    lambda r: save(gen, pop, fit, stall, idle, r))
 
     # ------------------------------------------------------------------------------------------- generations
@@ -315,7 +306,7 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
         idle = 0 if nevals else idle + 1
         record(gen, nevals, fit)
         reason = _stop_reason(exhausted or ev.remaining == 0, stall, idle, gen, stagnation, generations)
-        reason = _after_generation(reason, gen, pop, fit, callback, checkpoint, checkpoint_every,
+        reason = _after_generation(reason, gen, pop, fit, callback, ckpt,
                                    lambda r: save(gen, pop, fit, stall, idle, r))
     return result(reason, gen, wall_before + clock())
 
@@ -442,40 +433,17 @@ def _stop_reason(exhausted: bool, stall: int, idle: int, gen: int, stagnation: O
 
 
 def _after_generation(reason: Optional[str], gen: int, pop: np.ndarray, fit: np.ndarray,
-                      callback: Optional[Callable], checkpoint: Any, every: int,
+                      callback: Optional[Callable], ckpt: "S.Checkpointer",
                       save: Callable[[Optional[str]], None]) -> Optional[str]:
-    """Checkpoint (periodic, before the callback so a crash inside it loses nothing), then the callback, then
-    the final checkpoint if the run stops here."""
-    from evoprune import signals
-
-    if checkpoint is not None and reason is None and (gen % every == 0 or signals.requested()):
+    """Checkpoint (periodic, before the callback so a crash inside it loses nothing; SIGINT/SIGTERM: save, then
+    stop), then the callback, then the final checkpoint if the run stops here."""
+    if reason is None and ckpt.due(gen):
         save(None)
-    if signals.requested() and reason is None:  # SIGINT/SIGTERM: the state is on disk, --resume continues it
-        raise KeyboardInterrupt
     if callback is not None and callback(gen, pop.copy(), fit.copy()) and reason is None:
         reason = "callback"
-    if checkpoint is not None and reason is not None:
+    if ckpt.path is not None and reason is not None:
         save(reason)
     return reason
-
-
-def _check_checkpoint(path: Any, state: Dict[str, Any], problem: Any, n: int, seed: int,
-                      params: Dict[str, Any]) -> None:
-    from evoprune.io import to_jsonable
-
-    if state.get("strategy") != "ga" or int(state.get("version", -1)) != _CKPT_VERSION:
-        raise EvopruneError(f"checkpoint '{path}' was not written by this version of the ga strategy; remove it")
-    mismatch = []
-    if state.get("problem") != problem.name or int(state.get("n_var", -1)) != n:
-        mismatch.append(f"problem {state.get('problem')!r} != {problem.name!r}")
-    if int(state.get("seed", -1)) != int(seed):
-        mismatch.append(f"seed {state.get('seed')} != {seed}")
-    saved, now = state.get("params", {}), to_jsonable(params)
-    mismatch += [f"{key} {saved.get(key)!r} != {now.get(key)!r}" for key in sorted(set(saved) | set(now))
-                 if saved.get(key) != now.get(key)]
-    if mismatch:
-        raise EvopruneError(f"checkpoint '{path}' belongs to a different run ({'; '.join(mismatch)}); "
-                            "remove it or rerun with the same settings")
 
 
 def _validate(problem: Any, budget: int, **params: Any) -> None:
