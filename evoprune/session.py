@@ -94,3 +94,14 @@ def count_macs(model: nn.Module, in_channels: int, image_size: int) -> int:
     from .pruning.cost import flop_counter_macs
 
     return int(flop_counter_macs(model, (1, int(in_channels), int(image_size), int(image_size))))
+
+
+def data_kwargs(p: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``build_setup`` keywords of parsed data options (``image_size``, ``data_mode``, ``data_memory``,
+    ``data_workers``, ``num_classes``; absent ones take their defaults)."""
+    from .data import DEFAULT_DATA_MEMORY_TEXT, DataOptions, parse_memory
+
+    return {"data_opts": DataOptions(image_size=p.get("image_size"), mode=p.get("data_mode", "auto"),
+                                     memory=parse_memory(p.get("data_memory", DEFAULT_DATA_MEMORY_TEXT)),
+                                     workers=p.get("data_workers", 2)),
+            "num_classes": p.get("num_classes")}

@@ -76,17 +76,19 @@ def test_sensitivity_options_default_to_the_dataclass():
 @pytest.mark.parametrize("name", ["prune", "sensitivity"])
 def test_parsed_defaults_build_the_default_config(name):
     from evoprune.commands import prune as mod
+    from evoprune.prune_runs import config_from_options
 
     p = _cli_defaults(getattr(mod, name))
     p = p if name == "prune" else dict(p, ratios=None)
-    assert mod._config_from(p) == PruneConfig()
+    assert config_from_options(p) == PruneConfig()
 
 
 def test_config_from_max_drop_has_no_macs_target():
     from evoprune.commands import prune as mod
+    from evoprune.prune_runs import config_from_options
 
     ctx = mod.prune.make_context("prune", ["--checkpoint", "model.pt", "--max-drop", "0.02", "--pop-size", "7"])
-    cfg = mod._config_from(ctx.params)
+    cfg = config_from_options(ctx.params)
     cfg.validate()
     assert (cfg.target_macs, cfg.max_drop, cfg.pop_size) == (None, 0.02, 7)
 

@@ -168,13 +168,10 @@ def _image_size(ctx, param, value):
 
 
 def data_kwargs(p: Dict[str, Any]) -> Dict[str, Any]:
-    """The ``build_setup`` keywords for the data options of :func:`data_options`."""
-    from evoprune.data import DEFAULT_DATA_MEMORY_TEXT, DataOptions, parse_memory
+    """:func:`evoprune.session.data_kwargs` (imported late: ``--help`` must not import torch)."""
+    from evoprune.session import data_kwargs as kwargs
 
-    return {"data_opts": DataOptions(image_size=p.get("image_size"), mode=p.get("data_mode", "auto"),
-                                     memory=parse_memory(p.get("data_memory", DEFAULT_DATA_MEMORY_TEXT)),
-                                     workers=p.get("data_workers", 2)),
-            "num_classes": p.get("num_classes")}
+    return kwargs(p)
 
 
 def worker_options(f: Callable) -> Callable:

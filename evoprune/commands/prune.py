@@ -1,16 +1,11 @@
 """``evoprune prune`` and ``evoprune sensitivity``: the paper's pipeline from the command line."""
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
 import click
 
-from evoprune.commands.common import (Ctx, apply_config, data_kwargs, data_options, default_out, echo, emit_json, handle_errors,
+from evoprune.commands.common import (Ctx, apply_config, data_options, default_out, echo, emit_json, handle_errors,
                                       non_negative, positive, run_options, worker_options)
-from evoprune.config import DEFAULT_TARGET_MACS, PRUNE_DEFAULTS, PruneConfig
-from evoprune.errors import EvopruneError
+from evoprune.config import DEFAULT_TARGET_MACS, PRUNE_DEFAULTS
 
 
 def _option(*decls, field=None, **kw):
@@ -39,37 +34,6 @@ def _common_model_options(f):
     f = _option("--eval-batches", type=int, callback=positive,
                 help="Held-out calibration batches for network-level accuracy.")(f)
     return f
-
-
-def _load(p, device=None):
-    from evoprune.device import resolve_device, seed_everything
-    from evoprune.session import build_setup
-
-    device = resolve_device(p["device"]) if device is None else device
-    seed_everything(p["seed"])
-    s = build_setup(p["data"], p["data_dir"], p["model_name"], 1.0, p["checkpoint"], device,
-                    batch_size=p["batch_size"], seed=p["seed"], calib_size=p["calib_size"], **data_kwargs(p))
-    s.meta["source"] = str(p["checkpoint"])
-    return s
-
-
-def _config_from(p):
-    """The :class:`PruneConfig` of the parsed options: the values of its fields that ``p`` holds (the rest, and
-    the default target, come from the dataclass)."""
-    given = {k: p[k] for k in PRUNE_DEFAULTS if k in p}
-    if given.get("ratios"):
-        from evoprune.io import read_json
-
-        data = read_json(p["ratios"], "ratios file")
-        ratios = data.get("ratios", data) if isinstance(data, dict) else None
-        if not isinstance(ratios, dict):
-            raise EvopruneError(f"ratios file '{p['ratios']}' must hold an object unit -> keep ratio")
-        given["ratios"] = ratios
-    else:
-        given["ratios"] = None
-    if "exclude" in given:
-        given["exclude"] = tuple(given["exclude"] or ())
-    return PruneConfig(**given)
 
 
 @click.command()
@@ -132,96 +96,14 @@ def prune(ctx, **params) -> None:
     the channels and writes the run directory.
     """
     p = apply_config(ctx, params, params.pop("config", None))
-    from evoprune.device import resolve_device
-    from evoprune.parallel import parse_workers
-    from evoprune.train import distributed
+    from evoprune.prune_runs import prune_from_options
 
-    cfg = _config_from(p)
-    cfg.validate()
-    workers = parse_workers(p["workers"], p["scheduler"])  # bad specs fail before anything is built
-    with distributed(resolve_device(p["device"])) as (device, rank, world):
-        if rank != 0:  # one voice: the other ranks print nothing but errors
+    def one_voice(rank: int) -> None:  # the other ranks print nothing but errors
+        if rank != 0:
             Ctx.quiet, Ctx.json = True, False
-        _prune(p, cfg, workers, device)
 
-
-def _prune(p, cfg, workers, device) -> None:
-    from evoprune import pipeline
-    from evoprune.io import read_json
-    from evoprune.parallel import make_map
-    from evoprune.train import is_main_process, on_rank0
-
-    sens = None
-    if p["sensitivity_file"]:
-        from evoprune.sensitivity import Sensitivity
-
-        sens = Sensitivity.from_json(read_json(p["sensitivity_file"], "sensitivity file"))
-    s = _load(p, device)
-    out = on_rank0(lambda: _prune_run_dir(p, cfg, s))
-    main = is_main_process()
-    log_file = open(out / "log.txt", "a") if main else None
-
-    def log(msg: str) -> None:
-        if log_file is not None:
-            log_file.write(msg + "\n")
-            log_file.flush()
-        echo(msg)
-
-    try:
-        if p["dry_run"]:
-            cfg.finetune_epochs = 0
-            summary = on_rank0(lambda: dry_run(s, cfg, out, log))
-            emit_json(summary)
-            return
-        with make_map(workers if main else "serial") as backend:
-            if p["workers"] != "serial" and main:
-                echo(f"network-level evaluations on {backend.describe()}")
-            model, report = pipeline.run(s.model, s.loaders, cfg, out=out, resume=p["resume"], meta=s.meta,
-                                         log=log, progress=not (Ctx.quiet or Ctx.json), sensitivity=sens,
-                                         backend=None if p["workers"] == "serial" else backend)
-    finally:
-        if log_file is not None:
-            log_file.close()
-    emit_json({"out": str(out), "checkpoint": str(out / "model.pt"), **{f"base_{k}": v for k, v in report.base.items()},
-               **{f"final_{k}": v for k, v in report.final.items()}, "wall_time_s": report.wall_time_s})
-
-
-def _prune_run_dir(p, cfg, s) -> Path:
-    """Create (or check, with --resume) the run directory and write its config; rank 0 only."""
-    from evoprune.io import environment_info, prepare_run_dir, read_json, write_json
-
-    out = prepare_run_dir(p["out"] or default_out("prune"), p["overwrite"], p["resume"])
-    if p["resume"]:
-        old = out / "prune_config.json"
-        if old.exists() and read_json(old, "run config").get("fingerprint") != cfg.fingerprint():
-            raise EvopruneError(f"cannot --resume '{out}': it was made with a different configuration; use the same "
-                                "options, or --overwrite to start over")
-        if (out / "config.json").exists():  # the inputs too: another checkpoint or dataset is another run
-            before = read_json(out / "config.json", "run config")
-            diff = [k for k in ("checkpoint", "model_name", "data", "data_dir", "calib_size", "exclude")
-                    if k in before and before[k] != (list(p[k]) if isinstance(p[k], tuple) else p[k])]
-            if diff:
-                raise EvopruneError(f"cannot --resume '{out}': it was made with a different {', '.join(diff)}; use "
-                                    "the same inputs, or --overwrite to start over")
-    write_json(out / "config.json", p)
-    write_json(out / "env.json", environment_info(str(s.device), p["seed"]))
-    return out
-
-
-def dry_run(s, cfg, out, log):
-    """Sensitivity + allocation only: what ``prune`` would do (the allocation table through ``log``)."""
-    from evoprune import pipeline
-
-    cfg.finetune_steps = 0
-    plan, units = pipeline.dry_run(s.model, s.loaders, cfg, out, device=s.device, log=log)
-    log(f"{'unit':<28}{'channels':>9}{'keep':>7}{'ratio':>8}")
-    for u, n in units:
-        log(f"{u:<28}{n:>9}{plan['counts'][u]:>7}{plan['ratios'][u]:>8.3f}")
-    log(f"order: {', '.join(plan['order'])}")
-    log(f"MACs {plan['base_macs']:,} -> {plan['planned_macs']:,} ({plan['planned_macs'] / plan['base_macs']:.3f}); "
-        f"params {plan['base_params']:,} -> {plan['planned_params']:,} "
-        f"({plan['planned_params'] / plan['base_params']:.3f})")
-    return {"out": str(out), **plan}
+    emit_json(prune_from_options(p, log=echo, progress=lambda: not (Ctx.quiet or Ctx.json), on_rank=one_voice,
+                                 default_out=default_out("prune")))
 
 
 @click.command()
@@ -237,35 +119,7 @@ def dry_run(s, cfg, out, log):
 @handle_errors
 def sensitivity(ctx, **params) -> None:
     """Accuracy of the network with each unit pruned alone at several keep ratios (CSV, JSON and a plot)."""
+    from evoprune.prune_runs import sensitivity_from_options
+
     p = apply_config(ctx, params, params.pop("config", None))
-    from evoprune import pipeline
-    from evoprune.io import environment_info, prepare_run_dir, write_json
-    from evoprune.pipeline import example_input
-    from evoprune.pruning.space import PruningSpace
-
-    try:
-        grid = tuple(float(x) for x in p["grid"].split(",") if x.strip())
-    except ValueError:
-        raise EvopruneError(f"--ratios must be comma-separated numbers, got '{p['grid']}'") from None
-    cfg = _config_from(dict(p, ratios=None))
-    cfg.sensitivity_ratios = grid
-    cfg.validate()
-    from evoprune.parallel import make_map, parse_workers
-
-    workers = parse_workers(p["workers"], p["scheduler"])
-    s = _load(p)
-    out = prepare_run_dir(p["out"] or default_out("sensitivity"), p["overwrite"], p["resume"])
-    write_json(out / "config.json", p)
-    write_json(out / "env.json", environment_info(str(s.device), p["seed"]))
-    space = PruningSpace(s.model, example_input(s.loaders).to(s.device), exclude=cfg.exclude, min_keep=cfg.min_keep)
-    t0 = time.perf_counter()
-    with make_map(workers) as backend:
-        sens = pipeline.compute_sensitivity(s.model, space, s.loaders, cfg, log=echo,
-                                            backend=None if p["workers"] == "serial" else backend)
-    pipeline.save_sensitivity(sens, out)
-    score = sens.score()
-    echo(f"{'unit':<28}{'channels':>9}  {'mean drop':>9}  accuracy at " + " ".join(f"{r:.1f}" for r in grid))
-    for i, u in enumerate(sens.units):
-        echo(f"{u:<28}{sens.sizes[i]:>9}  {score[i]:>9.4f}  " + " ".join(f"{a:.3f}" for a in sens.acc[i]))
-    echo(f"base calibration accuracy {sens.base_acc:.4f}; {time.perf_counter() - t0:.0f}s; -> {out}")
-    emit_json({"out": str(out), **sens.to_json()})
+    emit_json(sensitivity_from_options(p, log=echo, default_out=default_out("sensitivity")))
