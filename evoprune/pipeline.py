@@ -116,11 +116,9 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
     the GA's stage-2 checks); results are identical to ``None`` (in-process).
     """
     from .distill import ce_loss, kd_loss
-    from .models.checkpoint import save_checkpoint
-    from .pruning.apply import apply
     from .pruning.cost import CostModel
     from .pruning.space import PruningSpace
-    from .train import TrainConfig, evaluate, fit, is_main_process, on_rank0
+    from .train import evaluate, is_main_process
 
     cfg.validate()
     # under torchrun every rank runs this function: rank 0 chooses channels and writes, all ranks fine-tune (DDP)
@@ -147,28 +145,7 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
         write_json(wout / "prune_config.json", {"config": asdict(cfg), "fingerprint": cfg.fingerprint()})
 
     # 1. sensitivity (needed for the order and for target/threshold allocation)
-    need_sens = cfg.order == "sensitivity" or cfg.ratios is None and not cfg.uniform
-    sens = sensitivity
-    if sens is not None:
-        missing = [u for u in space0.names if u not in sens.units]
-        if missing:
-            raise EvopruneError(f"the sensitivity curves do not cover unit '{missing[0]}' of this model; they were "
-                                "measured on another network: rerun 'evoprune sensitivity' on this checkpoint")
-        if wout is not None:
-            save_sensitivity(sens, wout)
-    if need_sens and sens is None:
-        sens_path = out / "sensitivity.json" if out is not None else None
-        if sens_path is not None and sens_path.exists():
-            from .sensitivity import Sensitivity
-
-            sens = Sensitivity.from_json(read_json(sens_path, "sensitivity file"))
-            if wout is not None:
-                save_sensitivity(sens, wout)  # a kill may have come between the JSON and its CSV/plots
-        else:
-            log(f"sensitivity of {len(space0)} units at keep ratios {list(cfg.sensitivity_ratios)} ...")
-            sens = on_rank0(lambda: compute_sensitivity(model, space0, loaders, cfg, log=log, backend=backend))
-            if wout is not None:
-                save_sensitivity(sens, wout)
+    sens = _sensitivity(model, space0, loaders, cfg, sensitivity, out, wout, log, backend)
 
     # 2. per-unit keep ratios and order
     plan = plan_allocation(space0, cost0, cfg, sens)
@@ -192,68 +169,136 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
     for i, unit in enumerate(order):
         if i < done:
             continue
-        t0 = time.perf_counter()
-        useed = cfg.seed * 10_007 + i
-        torch.manual_seed(useed)
-        space = PruningSpace(current, x0, exclude=cfg.exclude, min_keep=cfg.min_keep, warn=False)
-        n, k = space.unit(unit).channels, counts[unit]
-        mask, info = on_rank0(lambda: select_channels(current, space, unit, k, loaders, cfg, useed, log,
-                                                      backend=backend))
-        if backend is not None:
-            backend.clear_shared()  # the workers' copy of this unit's evaluator is stale after pruning
-        if cfg.refit:
-            from .pruning.refit import refit_unit
-
-            info["refit"] = refit_unit(current, space, unit, mask, loaders.train_batches(cfg.calib_batches,
-                                                                                        seed=useed), seed=useed)
-        current = apply(current, {unit: mask}, space)
-        pruned[unit] = np.flatnonzero(mask).tolist()
-        reestimate_bn(current, loaders.train_batches(cfg.bn_batches, seed=useed))
-        after_prune = evaluate(current, calib, device)
-        if cfg.finetune_steps > 0:
-            ul = _unit_loaders(loaders, useed)
-            fit(current, ul, TrainConfig(epochs=max(1, -(-cfg.finetune_steps // max(1, len(ul.train)))),
-                                         lr=cfg.finetune_lr, schedule="constant", max_steps=cfg.finetune_steps),
-                device, loss_fn=loss_fn, progress=progress, desc=f"fine-tune {unit}", evaluate_each_epoch=False)
-        after_ft = evaluate(current, calib, device)
-        macs, params = _macs_params(cost0, space0, pruned)
-        rec = {"step": i + 1, "unit": unit, "n": n, "k": k, "calib_acc_after_prune": after_prune["top1"],
-               "calib_acc_after_finetune": after_ft["top1"], "macs": macs, "params": params,
-               "time_s": time.perf_counter() - t0, **info}
+        current, rec = _prune_unit(current, i, unit, counts[unit], x0, loaders, cfg, calib, loss_fn, log, progress,
+                                   backend)
+        pruned[unit] = rec.pop("kept")
+        rec["macs"], rec["params"] = _macs_params(cost0, space0, pruned)
         records.append(rec)
-        log(f"[{i + 1}/{len(order)}] {unit}: {n} -> {k}  acc after prune {after_prune['top1']:.4f}, after "
-            f"fine-tune {after_ft['top1']:.4f}  MACs {macs / base['macs']:.3f}  ({rec['time_s']:.1f}s)")
+        log(f"[{i + 1}/{len(order)}] {unit}: {rec['n']} -> {rec['k']}  acc after prune "
+            f"{rec['calib_acc_after_prune']:.4f}, after fine-tune {rec['calib_acc_after_finetune']:.4f}  MACs "
+            f"{rec['macs'] / base['macs']:.3f}  ({rec['time_s']:.1f}s)")
         if state_dir is not None and wout is not None:
             _save_progress(state_dir, cfg, current, pruned, records, i + 1, meta)
 
     # 4. final fine-tune
     if cfg.finetune_epochs > 0 and order:
         log(f"final {cfg.loss.upper()} fine-tune: {cfg.finetune_epochs} epoch(s)")
-        fit(current, _unit_loaders(loaders, cfg.seed * 10_007 + 999_983),
-            TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, schedule="cosine"), device,
-            loss_fn=loss_fn, progress=progress, desc="final fine-tune", evaluate_each_epoch=False,
-            state_path=str(out / "finetune_state.pt") if out is not None else None,
-            log_path=str(out / "finetune_metrics.jsonl") if out is not None else None)
+        _final_finetune(current, loaders, cfg, loss_fn, out, progress)
+    report = _report(current, loaders, calib, cfg, base, records, ratios, order, pruned, cost0, space0, plan, sens,
+                     time.perf_counter() - t_start)
+    if wout is not None:
+        _write_outputs(wout, current, report, meta)
+    log(f"done: test top-1 {base['test_top1']:.4f} -> {report.final['test_top1']:.4f}; MACs "
+        f"x{report.final['macs_reduction']:.2f} fewer, params x{report.final['params_reduction']:.2f} fewer "
+        f"({report.wall_time_s:.0f}s)")
+    return current, report
+
+
+def _sensitivity(model: nn.Module, space0: Any, loaders: Loaders, cfg: PruneConfig, given: Optional[Any],
+                 out: Optional[Path], wout: Optional[Path], log: Log, backend: Any) -> Optional[Any]:
+    """The curves: given, read back from ``out`` (resume), or measured on rank 0; saved to the run directory."""
+    from .train import on_rank0
+
+    need = cfg.order == "sensitivity" or cfg.ratios is None and not cfg.uniform
+    sens = given
+    if sens is not None:
+        missing = [u for u in space0.names if u not in sens.units]
+        if missing:
+            raise EvopruneError(f"the sensitivity curves do not cover unit '{missing[0]}' of this model; they were "
+                                "measured on another network: rerun 'evoprune sensitivity' on this checkpoint")
+    elif need:
+        sens_path = out / "sensitivity.json" if out is not None else None
+        if sens_path is not None and sens_path.exists():
+            from .sensitivity import Sensitivity
+
+            sens = Sensitivity.from_json(read_json(sens_path, "sensitivity file"))
+            # saved again below: a kill may have come between the JSON and its CSV/plots
+        else:
+            log(f"sensitivity of {len(space0)} units at keep ratios {list(cfg.sensitivity_ratios)} ...")
+            sens = on_rank0(lambda: compute_sensitivity(model, space0, loaders, cfg, log=log, backend=backend))
+    if sens is not None and wout is not None:
+        save_sensitivity(sens, wout)
+    return sens
+
+
+def _prune_unit(current: nn.Module, i: int, unit: str, k: int, x0: torch.Tensor, loaders: Loaders,
+                cfg: PruneConfig, calib: Any, loss_fn: Any, log: Log, progress: bool, backend: Any
+                ) -> Tuple[nn.Module, Dict[str, Any]]:
+    """One step of the layer-by-layer loop: choose ``k`` channels of ``unit`` (rank 0), optionally refit, prune,
+    adaptive BN, a short fine-tune; returns the pruned model and the step's record (``kept``: the channels)."""
+    from .pruning.apply import apply
+    from .pruning.space import PruningSpace
+    from .train import TrainConfig, evaluate, fit, on_rank0
+
+    t0 = time.perf_counter()
+    device = _device_of(current)
+    useed = cfg.seed * 10_007 + i
+    torch.manual_seed(useed)
+    space = PruningSpace(current, x0, exclude=cfg.exclude, min_keep=cfg.min_keep, warn=False)
+    n = space.unit(unit).channels
+    mask, info = on_rank0(lambda: select_channels(current, space, unit, k, loaders, cfg, useed, log, backend=backend))
+    if backend is not None:
+        backend.clear_shared()  # the workers' copy of this unit's evaluator is stale after pruning
+    if cfg.refit:
+        from .pruning.refit import refit_unit
+
+        info["refit"] = refit_unit(current, space, unit, mask, loaders.train_batches(cfg.calib_batches, seed=useed),
+                                   seed=useed)
+    current = apply(current, {unit: mask}, space)
+    reestimate_bn(current, loaders.train_batches(cfg.bn_batches, seed=useed))
+    after_prune = evaluate(current, calib, device)
+    if cfg.finetune_steps > 0:
+        ul = _unit_loaders(loaders, useed)
+        fit(current, ul, TrainConfig(epochs=max(1, -(-cfg.finetune_steps // max(1, len(ul.train)))),
+                                     lr=cfg.finetune_lr, schedule="constant", max_steps=cfg.finetune_steps),
+            device, loss_fn=loss_fn, progress=progress, desc=f"fine-tune {unit}", evaluate_each_epoch=False)
+    after_ft = evaluate(current, calib, device)
+    rec = {"step": i + 1, "unit": unit, "n": n, "k": k, "calib_acc_after_prune": after_prune["top1"],
+           "calib_acc_after_finetune": after_ft["top1"], "macs": None, "params": None,
+           "time_s": time.perf_counter() - t0, **info, "kept": np.flatnonzero(mask).tolist()}
+    return current, rec
+
+
+def _final_finetune(current: nn.Module, loaders: Loaders, cfg: PruneConfig, loss_fn: Any, out: Optional[Path],
+                    progress: bool) -> None:
+    """The closing fine-tune of the whole pruned network (cosine schedule; resumable from ``out``)."""
+    from .train import TrainConfig, fit
+
+    fit(current, _unit_loaders(loaders, cfg.seed * 10_007 + 999_983),
+        TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, schedule="cosine"), _device_of(current),
+        loss_fn=loss_fn, progress=progress, desc="final fine-tune", evaluate_each_epoch=False,
+        state_path=str(out / "finetune_state.pt") if out is not None else None,
+        log_path=str(out / "finetune_metrics.jsonl") if out is not None else None)
+
+
+def _report(current: nn.Module, loaders: Loaders, calib: Any, cfg: PruneConfig, base: Dict[str, Any],
+            records: List[Dict[str, Any]], ratios: Dict[str, float], order: List[str], pruned: Dict[str, List[int]],
+            cost0: Any, space0: Any, plan: Dict[str, Any], sens: Optional[Any], wall: float) -> "PruneReport":
+    from .train import evaluate
+
+    device = _device_of(current)
     final_test = evaluate(current, loaders.test, device)
     final_calib = evaluate(current, calib, device)
     macs, params = _macs_params(cost0, space0, pruned)
     final = {"calib_top1": final_calib["top1"], "test_top1": final_test["top1"], "macs": macs, "params": params,
              "macs_ratio": macs / base["macs"], "params_ratio": params / base["params"],
              "macs_reduction": base["macs"] / macs, "params_reduction": base["params"] / params}
-    report = PruneReport(base, final, records, ratios, order, asdict(cfg), pruned, time.perf_counter() - t_start,
-                         {"plan": plan, "sensitivity": None if sens is None else sens.to_json()})
-    if wout is not None:
-        fmeta = dict(meta, pruned=pruned, accuracy=final_test["top1"], pruned_from=meta.get("source"))
-        save_checkpoint(str(out / "model.pt"), current.to("cpu"), fmeta)
-        current.to(device)
-        write_json(out / "results.json", report.to_json())
-        from .plot import plot_keep_ratios, plot_trajectory
+    return PruneReport(base, final, records, ratios, order, asdict(cfg), pruned, wall,
+                       {"plan": plan, "sensitivity": None if sens is None else sens.to_json()})
 
-        plot_keep_ratios(report, out / "keep_ratios")
-        plot_trajectory(report, out / "trajectory")
-    log(f"done: test top-1 {base['test_top1']:.4f} -> {final_test['top1']:.4f}; MACs x{final['macs_reduction']:.2f} "
-        f"fewer, params x{final['params_reduction']:.2f} fewer ({report.wall_time_s:.0f}s)")
-    return current, report
+
+def _write_outputs(out: Path, current: nn.Module, report: "PruneReport", meta: Dict[str, Any]) -> None:
+    """``model.pt`` (with the pruned record), ``results.json`` and the keep-ratio and trajectory plots."""
+    from .models.checkpoint import save_checkpoint
+    from .plot import plot_keep_ratios, plot_trajectory
+
+    device = _device_of(current)
+    fmeta = dict(meta, pruned=report.pruned, accuracy=report.final["test_top1"], pruned_from=meta.get("source"))
+    save_checkpoint(str(out / "model.pt"), current.to("cpu"), fmeta)
+    current.to(device)
+    write_json(out / "results.json", report.to_json())
+    plot_keep_ratios(report, out / "keep_ratios")
+    plot_trajectory(report, out / "trajectory")
 
 
 def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:
