@@ -340,3 +340,41 @@ def check_output_file(path: PathLike, overwrite: bool) -> Path:
     if parent.exists() and not os.access(str(parent), os.W_OK):
         raise EvopruneError(f"output folder '{parent}' is not writable; choose another path")
     return path
+
+
+def read_options_file(path: str) -> Dict[str, Any]:
+    """Read a TOML or JSON config into a flat dict of option names (dashes or underscores)."""
+    p = Path(path)
+    if not p.is_file():
+        raise EvopruneError(f"config file '{path}' does not exist")
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, published as tomli before it joined the standard library
+        import tomli as tomllib
+    text = p.read_bytes()
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text.decode("utf-8"))
+        elif p.suffix.lower() in (".toml", ".tml"):
+            data = tomllib.loads(text.decode("utf-8"))
+        elif p.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml  # type: ignore
+            except ImportError:
+                raise EvopruneError("YAML config needs PyYAML (pip install pyyaml); or use TOML/JSON") from None
+            data = yaml.safe_load(text)
+        else:
+            raise EvopruneError(f"config file '{path}' must end in .toml, .json or .yaml")
+    except EvopruneError:
+        raise
+    except Exception as exc:
+        raise EvopruneError(f"config file '{path}' cannot be parsed: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise EvopruneError(f"config file '{path}' must hold a table/object of option = value")
+    flat: Dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):  # allow [section] tables: options of one command grouped
+            flat.update({kk.replace("-", "_"): vv for kk, vv in v.items()})
+        else:
+            flat[k.replace("-", "_")] = v
+    return flat

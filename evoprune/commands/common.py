@@ -1,85 +1,23 @@
-"""Options and behaviour shared by every command: config files, run directories, errors, --json, --quiet."""
+"""Options shared by the commands: config files under the flags, data, workers, run directories, checks."""
 from __future__ import annotations
 
-import errno
-import functools
-import json
 import math
 import os
-import sys
-from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 import click
 
+from evoprune.commands.output import Ctx, echo, emit_json, handle_errors  # noqa: F401  (every command uses them)
 from evoprune.errors import EvopruneError
-from evoprune.io import to_jsonable
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # the same parser, published as tomli before it joined the standard library
-    import tomli as tomllib
-
-
-class Ctx:
-    """Per-invocation settings every command sees (set by the group's global flags)."""
-
-    debug = False
-    quiet = False
-    json = False
-
-
-def echo(msg: str = "") -> None:
-    """Human-readable progress/output; silent with --quiet or --json."""
-    if not (Ctx.quiet or Ctx.json):
-        click.echo(msg)
-
-
-def emit_json(summary: Dict[str, Any]) -> None:
-    """With --json, print the machine-readable summary as the last line of stdout."""
-    if Ctx.json:
-        click.echo(json.dumps(to_jsonable(summary), sort_keys=True))
-
-
-def load_config_file(path: str) -> Dict[str, Any]:
-    """Read a TOML or JSON config into a flat dict of option names (dashes or underscores)."""
-    p = Path(path)
-    if not p.is_file():
-        raise EvopruneError(f"config file '{path}' does not exist")
-    text = p.read_bytes()
-    try:
-        if p.suffix.lower() == ".json":
-            data = json.loads(text.decode("utf-8"))
-        elif p.suffix.lower() in (".toml", ".tml"):
-            data = tomllib.loads(text.decode("utf-8"))
-        elif p.suffix.lower() in (".yaml", ".yml"):
-            try:
-                import yaml  # type: ignore
-            except ImportError:
-                raise EvopruneError("YAML config needs PyYAML (pip install pyyaml); or use TOML/JSON") from None
-            data = yaml.safe_load(text)
-        else:
-            raise EvopruneError(f"config file '{path}' must end in .toml, .json or .yaml")
-    except EvopruneError:
-        raise
-    except Exception as exc:
-        raise EvopruneError(f"config file '{path}' cannot be parsed: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise EvopruneError(f"config file '{path}' must hold a table/object of option = value")
-    flat: Dict[str, Any] = {}
-    for k, v in data.items():
-        if isinstance(v, dict):  # allow [section] tables: options of one command grouped
-            flat.update({kk.replace("-", "_"): vv for kk, vv in v.items()})
-        else:
-            flat[k.replace("-", "_")] = v
-    return flat
 
 
 def apply_config(ctx: click.Context, params: Dict[str, Any], config: Optional[str]) -> Dict[str, Any]:
     """Merge a config file under the CLI flags: a flag given on the command line always wins."""
     if not config:
         return params
-    values = load_config_file(config)
+    from evoprune.io import read_options_file
+
+    values = read_options_file(config)
     known = {p.name: p for p in ctx.command.params}
     out = dict(params)
     for key, value in values.items():
@@ -203,37 +141,3 @@ def default_out(command: str) -> str:
     return os.path.join("runs", f"{command}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
 
 
-def handle_errors(fn: Callable) -> Callable:
-    """Turn :class:`EvopruneError` (and a few well-known OS errors) into one stderr line and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except EvopruneError as exc:
-            if Ctx.debug:
-                raise
-            # one line, whatever the message holds (library errors sometimes quote multi-line messages)
-            text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-            click.echo(f"error: {text}", err=True)
-            sys.exit(2)
-        except OSError as exc:
-            # the environment, not a bug: full disk, quota, read-only filesystem, no permission
-            if Ctx.debug or exc.errno not in _USER_OS_ERRORS:
-                raise
-            where = f" '{exc.filename}'" if exc.filename else ""
-            click.echo(f"error: cannot write or read{where}: {exc.strerror or exc}; free space or choose another "
-                       "path", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; run again with --resume to continue", err=True)
-            sys.exit(130)
-        finally:
-            from evoprune.io import release_run_locks
-
-            release_run_locks()
-
-    return wrapper
-
-
-_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
