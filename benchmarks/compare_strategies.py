@@ -143,14 +143,14 @@ def run_all(a: argparse.Namespace) -> Dict[str, Any]:
     t_setup = time.perf_counter()
     mo = network_problem(checkpoint=a.checkpoint, data=data, bn_batches=a.bn_batches, eval_batches=a.eval_batches,
                          batch_size=a.batch_size, threads=a.threads, device="cpu")
-    so = {name: mo.variant(objectives="error", max_macs=a.max_macs, encoding="masks" if name == "ga" else "ratios")
+    so = {name: mo.variant(objectives="error", max_macs=a.max_macs, representation="masks" if name == "ga" else "ratios")
           for name in names if name in SO}
     # the calibration images the search never sees: fronts are re-scored there (a front is the best of many noisy
     # evaluations on the search images, so its search errors are optimistic)
     val_held = mo.loaders.calib_batches(None, a.batch_size)[a.eval_batches:]
     val = {"ratios": mo.variant(held_out=val_held, objectives=METRICS)} if val_held else {}
     if val:
-        val["masks"] = val["ratios"].variant(encoding="masks")
+        val["masks"] = val["ratios"].variant(representation="masks")
     setup_s = time.perf_counter() - t_setup
     print(f"{mo.name}: {mo.n_units} units, {int(mo.sizes.sum())} channels, forward: {mo.forward_info}; "
           f"{mo.cost()['eval_images']} search images, {sum(len(y) for _, y in val_held)} validation images; "

@@ -14,7 +14,7 @@ from .errors import EvopruneError
 def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10", *,
           target_macs: Optional[float] = PRUNE_DEFAULTS["target_macs"],
           target_params: Optional[float] = PRUNE_DEFAULTS["target_params"],
-          strategy: str = PRUNE_DEFAULTS["selector"], out: Optional[Union[str, Path]] = None,
+          selector: str = PRUNE_DEFAULTS["selector"], out: Optional[Union[str, Path]] = None,
           batch_size: int = PRUNE_DEFAULTS["batch_size"], seed: int = PRUNE_DEFAULTS["seed"],
           log: Optional[Callable[[str], None]] = None, **options: Any) -> Tuple[nn.Module, Any]:
     """Prune ``model`` with the paper's pipeline and return ``(pruned_model, report)``.
@@ -23,8 +23,10 @@ def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10
     binding one decides); neither (and no ``max_drop``/``ratios``): keep :data:`~evoprune.config.DEFAULT_TARGET_MACS`
     (0.33) of the MACs.
     ``data``: a dataset name (``"cifar10"`` needs ``data_dir=``), an :class:`ImageData` or ready :class:`Loaders`.
-    ``strategy``: the channel selector: ``"ga"`` (the paper's GA on the two-step fitness), ``"l1"``, ``"bn"``,
-    ``"taylor"``, ``"random"``, ``"thinet"`` or ``"module:function"``. Other keyword options are fields of
+    ``selector``: how each unit's channels are chosen, as ``prune --selector``: ``"ga"`` (the paper's GA on the
+    two-step fitness) or another single-objective strategy (``"cmaes"``, ``"random-search"``, ...), or a criterion
+    ``"l1"``, ``"bn"``, ``"taylor"``, ``"random"``, ``"thinet"``, ``"module:function"`` (``strategy=`` is the
+    deprecated spelling). Other keyword options are fields of
     :class:`evoprune.config.PruneConfig` (``finetune_epochs=``, ``pop_size=``, ``order=``, ...). The input model
     is not modified.
 
@@ -38,6 +40,11 @@ def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10
     """
     from . import pipeline
 
+    if "strategy" in options:
+        import warnings
+
+        warnings.warn("evoprune.prune(strategy=...) is now selector=...", DeprecationWarning, stacklevel=2)
+        selector = options.pop("strategy")
     data_dir = options.pop("data_dir", None)
     if isinstance(data, Loaders):
         loaders = data
@@ -52,7 +59,7 @@ def prune(model: nn.Module, data: Union[str, ImageData, Loaders] = "mini-cifar10
     if bad:
         raise EvopruneError(f"unknown option '{bad[0]}' for evoprune.prune; allowed: {', '.join(sorted(fields))}")
     # no target of any kind: PruneConfig fills in the default one
-    cfg = PruneConfig(target_macs=target_macs, target_params=target_params, selector=strategy,
+    cfg = PruneConfig(target_macs=target_macs, target_params=target_params, selector=selector,
                       batch_size=batch_size, seed=seed, **options)
     run_dir = None
     if out is not None:

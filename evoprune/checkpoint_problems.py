@@ -84,7 +84,7 @@ def channel_problem(checkpoint: Optional[str] = None, data: str = "mini-cifar10"
 @PROBLEMS.register("network", doc="whole-network pruning of --checkpoint: per-unit keep ratios (or masks); "
                                   "minimise held-out error (adaptive BN) and MACs fraction")
 def network_problem(model: Optional[str] = None, checkpoint: Optional[str] = None, data: str = "mini-cifar10",
-                    data_dir: Optional[str] = None, encoding: str = "ratios", seed: int = 0, bn_batches: int = 2,
+                    data_dir: Optional[str] = None, representation: str = "ratios", seed: int = 0, bn_batches: int = 2,
                     eval_batches: int = 2, batch_size: int = 128, objective2: str = "macs", device: str = "cpu",
                     width: float = 1.0, objectives: Optional[Union[str, Sequence[str]]] = None,
                     **kw: Any) -> Any:
@@ -104,11 +104,11 @@ def network_problem(model: Optional[str] = None, checkpoint: Optional[str] = Non
         raise EvopruneError(f"objective2 must be 'macs' or 'params', got {objective2!r}")
     for key in ("bn_batches", "eval_batches", "batch_size", "seed"):
         _count(key, locals()[key], 1 if key in ("batch_size", "eval_batches") else 0)
-    known = {"min_ratio", "importance", "max_macs", "max_params", "spread", "forward", "threads", "name"}
+    known = {"encoding", "min_ratio", "importance", "max_macs", "max_params", "spread", "forward", "threads", "name"}
     unknown = sorted(set(kw) - known)
     if unknown:
         raise EvopruneError(f"problem 'network' does not take parameter(s) {', '.join(unknown)}; it takes: "
-                            "encoding, objectives, objective2, min_ratio, bn_batches, eval_batches, batch_size, "
+                            "representation, objectives, objective2, min_ratio, bn_batches, eval_batches, batch_size, "
                             "importance, max_macs, max_params, spread, forward, threads, width")
     setup = build_setup(data, data_dir, model, float(width), checkpoint, resolve_device(device),
                         batch_size=int(batch_size), seed=0)
@@ -119,7 +119,7 @@ def network_problem(model: Optional[str] = None, checkpoint: Optional[str] = Non
         arch += f" w{w:g}"
     if meta.get("pruned"):
         arch += " (pruned)"
-    return NetworkPruningProblem(setup.model, None, setup.loaders, encoding=encoding,
+    return NetworkPruningProblem(setup.model, None, setup.loaders, representation=representation,
                                  objectives=objectives if objectives is not None else ("error", objective2),
                                  bn_batches=bn_batches, eval_batches=eval_batches, batch_size=int(batch_size),
                                  seed=int(seed), arch=arch, **kw)

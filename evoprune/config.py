@@ -120,7 +120,7 @@ class PruneConfig:
                 raise EvopruneError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         import evoprune.pruning  # noqa: F401  (registers the built-in selectors)
         from .registry import SELECTORS
-        from .selection import resolve_strategy_selector
+        from .unit_selectors import resolve_strategy_selector
 
         strategy = resolve_strategy_selector(self.selector)  # a multi-objective strategy is refused here
         for name in ([self.selector] if strategy is None else []) + [self.sensitivity_method]:

@@ -81,7 +81,7 @@ def select_channels(model: nn.Module, space, unit: str, k: int, loaders: Loaders
                     seed: int, log: Log, backend: Any = None) -> Tuple[np.ndarray, Dict[str, Any]]:
     """Choose ``k`` channels of ``unit``: the GA on the two-step fitness, or an importance selector."""
     rng = np.random.default_rng(seed)
-    from .selection import ga_select, resolve_strategy_selector
+    from .unit_selectors import ga_select, resolve_strategy_selector
 
     strategy = resolve_strategy_selector(cfg.selector)
     if strategy is not None:  # the GA, or any single-objective strategy on the same two-step fitness and budget
@@ -89,7 +89,7 @@ def select_channels(model: nn.Module, space, unit: str, k: int, loaders: Loaders
                          strategy=None if cfg.selector == "ga" else strategy)
     from .registry import SELECTORS
 
-    from .selection import calibration, stage1_error
+    from .unit_selectors import calibration, stage1_error
 
     t0 = time.perf_counter()
     fn = SELECTORS.get(cfg.selector)
@@ -378,7 +378,7 @@ def compute_sensitivity(model: nn.Module, space, loaders: Loaders, cfg: PruneCon
 
     from .fitness import NetworkFitness
     from .registry import SELECTORS
-    from .selection import calibration
+    from .unit_selectors import calibration
     from .sensitivity import Sensitivity, keep_count
     from .train import evaluate
 

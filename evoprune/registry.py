@@ -81,8 +81,8 @@ class Registry(Dict[str, Any]):
 
         return deco
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        """Resolve a short name or a ``module:name`` / ``file.py:name`` spec."""
+    def resolve(self, name: str) -> Any:
+        """A short name or a ``module:name`` / ``file.py:name`` spec -> the object; unknown: a one-line error."""
         if not isinstance(name, str) or not name:
             raise EvopruneError(f"{self.kind} name must be a non-empty string, got {name!r}")
         if name in self:
@@ -98,6 +98,11 @@ class Registry(Dict[str, Any]):
             f"unknown {self.kind} '{name}'{extra}; known: {', '.join(self.names())} "
             f"or 'module:name' / 'file.py:name'"
         )
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        """:meth:`resolve` (unlike ``dict.get`` it raises for an unknown name and ignores ``default``; kept because
+        every caller before ``resolve`` existed spells it so)."""
+        return self.resolve(name)
 
     def _is_prefixed(self, name: str) -> bool:
         return any(k.endswith(":") and name.startswith(k) for k in self)

@@ -8,7 +8,7 @@ Objectives (all minimised, all in [0, 1] for a feasible genome, so the hypervolu
 * ``macs`` / ``params``: MACs / parameters of the pruned model as a fraction of the unpruned one, from the analytic
   :class:`~evoprune.pruning.CostModel` -- exact, and for the whole population in one vectorised call.
 
-Encodings (``encoding=``):
+Representations (``representation=``; ``encoding=`` is its old spelling):
 
 * ``ratios`` (default, real-valued; what NSGA-II's SBX/polynomial operators and CMA-ES search): one keep ratio per
   unit in ``[min_ratio, 1]``; unit ``u`` keeps ``k = round(r * n_u)`` channels (at least ``ceil(min_ratio * n_u)``
@@ -73,6 +73,18 @@ UNIFORM_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 # ----------------------------------------------------------------------------------------------------- helpers
 # torch is imported inside functions: importing evoprune.problems (which registers this factory) stays cheap.
+def _representation(representation: str, encoding: Optional[str]) -> str:
+    if encoding is not None:
+        import warnings
+
+        warnings.warn("the network problem's encoding= is now representation= (encoding names the genome type, "
+                      "real or binary)", FutureWarning, stacklevel=3)
+        representation = encoding
+    if representation not in ("ratios", "masks"):
+        raise EvopruneError(f"representation must be 'ratios' or 'masks', got {representation!r}")
+    return representation
+
+
 def _as_objectives(objectives: Union[str, Sequence[str]]) -> Tuple[str, ...]:
     objs = tuple(s.strip() for s in objectives.split(",")) if isinstance(objectives, str) else tuple(objectives)
     objs = tuple(o for o in objs if o)
@@ -154,8 +166,9 @@ class NetworkPruningProblem:
         model: the trained network (never modified).
         space: its :class:`~evoprune.pruning.PruningSpace` (``None``: built from ``model`` and the data's shape).
         data: evoprune ``Loaders``, a ``CalibrationData``, or a pair ``(bn_batches, held_out_batches)``.
-        encoding: ``"ratios"`` (one keep ratio per unit) or ``"masks"`` (every channel); kept as
-            ``representation``, while ``encoding`` holds the protocol's genome type (``"real"`` / ``"binary"``).
+        representation: ``"ratios"`` (one keep ratio per unit) or ``"masks"`` (every channel); the attribute
+            ``encoding`` holds the protocol's genome type it implies (``"real"`` / ``"binary"``).
+        encoding: the old name of ``representation`` (accepted with a warning).
         objectives: names among ``error``, ``macs``, ``params`` (``error`` required), or a comma-separated string.
         min_ratio: smallest keep ratio of any unit (the lower bound of the ratio genome).
         bn_batches: training batches for adaptive BN (0: keep the model's statistics).
@@ -175,13 +188,13 @@ class NetworkPruningProblem:
         name: problem name (default ``network(<arch>, <encoding>, <objectives>)``).
     """
 
-    def __init__(self, model: Any, space: Any = None, data: Any = None, *, encoding: str = "ratios",
+    def __init__(self, model: Any, space: Any = None, data: Any = None, *, representation: str = "ratios",
                  objectives: Union[str, Sequence[str]] = ("error", "macs"), min_ratio: float = 0.05,
                  bn_batches: int = 2, eval_batches: int = 2, importance: str = "l1", batch_size: int = 128,
                  seed: int = 0, max_macs: Optional[float] = None, max_params: Optional[float] = None,
                  spread: float = 0.1, forward: str = "auto", threads: Optional[int] = None,
                  name: Optional[str] = None,
-                 arch: Optional[str] = None) -> None:
+                 arch: Optional[str] = None, encoding: Optional[str] = None) -> None:
         import torch
         from torch import nn
 
@@ -190,8 +203,7 @@ class NetworkPruningProblem:
 
         if not isinstance(model, nn.Module):
             raise EvopruneError(f"network problem needs a torch.nn.Module, got {type(model).__name__}")
-        if encoding not in ("ratios", "masks"):
-            raise EvopruneError(f"encoding must be 'ratios' or 'masks', got {encoding!r}")
+        representation = _representation(representation, encoding)
         if forward not in ("auto", "sliced", "soft"):
             raise EvopruneError(f"forward must be 'auto', 'sliced' or 'soft', got {forward!r}")
         if importance not in IMPORTANCE:
@@ -206,7 +218,7 @@ class NetworkPruningProblem:
         if len(self.objectives) == 1 and self.max_macs is None and self.max_params is None:
             raise EvopruneError("objectives=error alone is minimised by the unpruned model; add a cost limit "
                                 "(--param max_macs=0.33) or a cost objective (objectives=error,macs)")
-        self.options = {"encoding": encoding, "objectives": objectives, "min_ratio": min_ratio,
+        self.options = {"representation": representation, "objectives": objectives, "min_ratio": min_ratio,
                         "importance": importance, "seed": seed, "max_macs": max_macs, "max_params": max_params,
                         "spread": spread, "forward": forward, "threads": threads, "arch": arch}
         if isinstance(spread, bool) or not isinstance(spread, (int, float, np.number)) or not 0 <= spread <= 1:
@@ -215,8 +227,8 @@ class NetworkPruningProblem:
         self.threads = None if threads is None else _count("threads", threads, 1)
         self.bn_batches = _count("bn_batches", bn_batches, 0)
         self.eval_batches = _count("eval_batches", eval_batches, 1)
-        self.representation = encoding  # "ratios" | "masks" (what the user picks)
-        self.encoding = "real" if encoding == "ratios" else "binary"  # the protocol's genome type
+        self.representation = representation  # "ratios" | "masks" (what the user picks)
+        self.encoding = "real" if representation == "ratios" else "binary"  # the protocol's genome type
         self.model = model
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         bn, held = _batches(data, self.bn_batches, self.eval_batches, int(batch_size), int(seed))
@@ -258,7 +270,7 @@ class NetworkPruningProblem:
         self.importance = np.concatenate(scores_all)
         self._unit_of = np.repeat(np.arange(len(units)), self.sizes)
         self.n_units = len(units)
-        if encoding == "ratios":
+        if representation == "ratios":
             self.n_var = self.n_units
             self.lower = np.full(self.n_units, self.min_ratio)
             self.upper = np.ones(self.n_units)
@@ -274,7 +286,7 @@ class NetworkPruningProblem:
             tag += f", macs<={self.max_macs:g}"
         if self.max_params is not None:
             tag += f", params<={self.max_params:g}"
-        self.name = name or f"network({self.arch}, {encoding}, {tag})"
+        self.name = name or f"network({self.arch}, {representation}, {tag})"
         # the same probe decision as before the engine moved out (the sliced-vs-soft check depends on it)
         probe = self.masks_of_counts(self.counts_of_ratios(
             np.random.default_rng(12345).uniform(0.3, 0.8, size=(1, self.n_units))))[0]
@@ -523,11 +535,13 @@ class NetworkPruningProblem:
                 "eval_images": int(sum(len(y) for _, y in self._ev))}
 
     def variant(self, held_out: Optional[Sequence[Any]] = None, **options: Any) -> "NetworkPruningProblem":
-        """The same model, space and BN batches with other options (``encoding``, ``objectives``, ``max_macs``,
+        """The same model, space and BN batches with other options (``representation``, ``objectives``, ``max_macs``,
         ...), e.g. the scalarised single-objective form for ``ga`` / ``cmaes``; nothing is reloaded. ``held_out``:
         other ``(x, y)`` batches to measure the error on (e.g. to re-score a front on images the search did not
         select on: a front is the best of many noisy evaluations, so its errors are optimistic)."""
         kw = {**self.options, **options}
+        if "encoding" in options:  # the old spelling given here overrides the stored representation
+            kw.pop("representation")
         held = self._ev if held_out is None else list(held_out)
         return NetworkPruningProblem(self.model, self.space, (self._bn_x, held), bn_batches=len(self._bn_x),
                                      eval_batches=max(len(held), 1), **kw)

@@ -76,7 +76,7 @@ def test_pipeline_selects_channels_of_a_grouped_unit_with_the_ga():
     from evoprune.config import PruneConfig
     from evoprune.data import load_dataset, make_loaders
     from evoprune.pruning import PruningSpace
-    from evoprune.selection import ga_select
+    from evoprune.unit_selectors import ga_select
 
     class Grouped(nn.Module):
         def __init__(self):

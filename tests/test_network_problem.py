@@ -21,7 +21,7 @@ SMALL = dict(data="mini-cifar10", bn_batches=1, eval_batches=1, batch_size=64, t
 @pytest.fixture(scope="module")
 def problems(tiny_checkpoint):
     """One problem per encoding on the tiny VGG-11 (built once: loading data and tracing the model take seconds)."""
-    return {enc: network_problem(checkpoint=str(tiny_checkpoint), encoding=enc, **SMALL)
+    return {enc: network_problem(checkpoint=str(tiny_checkpoint), representation=enc, **SMALL)
             for enc in ("ratios", "masks")}
 
 
@@ -149,11 +149,20 @@ def test_scalarised_form_skips_infeasible_genomes(problems):
     assert res.evaluations == 8 and res.best_fitness[0] <= 1.0  # found a feasible model
 
 
+def test_old_encoding_spelling_still_works_with_a_warning(problems):
+    p = problems["ratios"]
+    with pytest.warns(FutureWarning, match="representation"):
+        old = NetworkPruningProblem(p.model, p.space, ([], p._ev), bn_batches=0, encoding="masks")
+    assert old.representation == "masks" and old.encoding == "binary" and old.n_var == int(p.sizes.sum())
+    with pytest.warns(FutureWarning):
+        assert p.variant(encoding="masks").representation == "masks"
+
+
 def test_bad_construction_is_one_line(problems):
     p = problems["ratios"]
     data = ([], p._ev)
     for kw, frag in ((dict(objectives="error"), "max_macs"), (dict(objectives="macs"), "objectives"),
-                     (dict(encoding="bits"), "encoding"), (dict(min_ratio=1.5), "min_ratio"),
+                     (dict(representation="bits"), "representation"), (dict(min_ratio=1.5), "min_ratio"),
                      (dict(spread=2), "spread"), (dict(forward="fast"), "forward")):
         with pytest.raises(EvopruneError, match=frag):
             NetworkPruningProblem(p.model, p.space, data, bn_batches=0, **kw)

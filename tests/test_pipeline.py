@@ -90,13 +90,16 @@ def test_python_api_prunes_to_target():
 
     torch.manual_seed(0)
     net = create_model("vgg11", width=0.125)
-    small, report = evoprune.prune(net, "mini-cifar10", target_macs=0.5, strategy="l1", finetune_steps=1,
+    small, report = evoprune.prune(net, "mini-cifar10", target_macs=0.5, selector="l1", finetune_steps=1,
                                    finetune_epochs=0, batch_size=32, bn_batches=1, eval_batches=1, calib_batches=1,
                                    sensitivity_ratios=(0.75, 0.5, 0.25))
     assert abs(report.final["macs_ratio"] / 0.5 - 1) <= 0.05
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
     with pytest.raises(EvopruneError, match="unknown option"):
         evoprune.prune(net, "mini-cifar10", nonsense=1)
+    # the old spelling of selector= still works, with a warning (here it reaches the option check and stops)
+    with pytest.warns(DeprecationWarning, match="selector"), pytest.raises(EvopruneError, match="unknown option"):
+        evoprune.prune(net, "mini-cifar10", strategy="l1", nonsense=1)
 
 
 def _toy_sens():

@@ -11,7 +11,7 @@ from prune_helpers import FAST, cli
 
 def test_selector_names_resolve_to_strategies_or_criteria():
     from evoprune.registry import STRATEGIES
-    from evoprune.selection import resolve_strategy_selector
+    from evoprune.unit_selectors import resolve_strategy_selector
 
     assert resolve_strategy_selector("random") is None  # the random-mask control stays a criterion
     assert resolve_strategy_selector("l1") is None and resolve_strategy_selector("thinet") is None

@@ -1,4 +1,6 @@
-"""Channel selection for one unit inside the pipeline: the paper's GA on the two-step fitness.
+"""``prune --selector``: how the pipeline chooses one unit's channels -- the paper's GA on the two-step fitness,
+any other single-objective strategy on the same problem, or a criterion of :data:`evoprune.registry.SELECTORS`
+(l1, bn, taylor, random, thinet). (Parent selection inside a GA is another thing: ``operators/selection.py``.)
 
 The GA searches ``ChannelSelectionProblem(n, k, fitness)``; with the two-step fitness, stage 2 verifies the
 ``stage2_top_k`` best stage-1 candidates every ``stage2_every`` generations, and at the end the hall of fame is
