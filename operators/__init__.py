@@ -22,6 +22,20 @@ selection.roulette        -              fitness-proportional on windowed fitnes
 ========================  =============  ==========================================================
 
 Use :func:`get_operator` to resolve a name or a user's ``module:name`` / ``file.py:name``.
+
+The contract (DEAP's), by kind, with the random generator always the ``rng`` keyword (never numpy's global state)
+and any other keywords accepted:
+
+* ``init(size, n, k, *, rng, importance=None) -> bool [size, n]``;
+* ``crossover(a, b, *, rng) -> (a, b)`` and ``mutation(x, *, rng) -> (x,)``, in place on 1-D bool genomes (or DEAP
+  individuals); a vectorised ``.batch(A, B, rng=...)`` / ``.batch(X, rng=...)`` twin on 2-D populations is used when
+  present (the GA then varies a whole population in one call);
+* ``repair(genomes, *, rng, k=None, ...) -> genomes``; ``selection(fitness [P], n_select, *, rng) -> indices``
+  (``fitness`` already multiplied by the DEAP weight: larger is better);
+* ``preserves_k = True`` tells the GA the number of kept channels never changes (no repair needed).
+
+``register_operator(kind, name, preserves_k=..., batch=...)`` registers one; ``examples/custom_operator.py`` is a
+user mutation used by object, by registered name and from the CLI.
 """
 from . import crossover, init, mutation, repair, selection  # noqa: F401  (registers the built-ins)
 from .core import KINDS, get_operator, names, register_operator
