@@ -186,8 +186,6 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
     if getattr(problem, "encoding", "binary") != "binary":
         raise EvopruneError(f"ga works on binary genomes but problem '{problem.name}' is {problem.encoding}; "
                             "use strategy 'cmaes'")
-    n, k = int(problem.n_var), getattr(problem, "k", None)
-    weight = float(problem.weights[0])
     defaults = dict(GA_DEFAULTS)
     defaults.update({kk: v for kk, v in (getattr(problem, "default_operators", {}) or {}).items() if v})
     names = {"init": init or defaults["init"], "crossover": crossover or defaults["crossover"],
@@ -205,110 +203,145 @@ def ga(problem: Any, budget: int, seed: int = 0, callback: Optional[Callable[...
         **{f"{kind}_kw": kw for kind, kw in kws.items() if kw},
     }
 
-    rng = seeded_rngs(int(seed))
-    ev = BudgetedEvaluator(problem, int(budget), map_fn=map_fn)
-    hof = _HallOfFame(int(hof_size), weight, n, 1)
-    stats = _stats()
-    log_rows: List[Tuple[float, ...]] = []
-    wall_before = 0.0
+    run = _Run(problem, int(budget), int(seed), ops, kws, params, int(hof_size), checkpoint, checkpoint_every,
+               map_fn, clock)
+    reason = run.resume()
+    if run.finished:
+        return run.result(reason, run.wall_before)
+    if not run.resumed:
+        run.start(int(pop_size), seeding, seed_fraction)
+        reason = run.after_generation(run.stop_reason(run.exhausted, stagnation, generations), callback)
+    while reason is None:
+        run.generation(int(pop_size), int(elite), cxpb, mutpb, local_search, ls_evals)
+        reason = run.after_generation(run.stop_reason(run.exhausted, stagnation, generations), callback)
+    return run.result(reason, run.wall_before + clock())
 
-    def evaluate(rows: np.ndarray) -> Tuple[np.ndarray, bool]:
+
+class _Run:
+    """One GA run: population, fitness, hall of fame, logbook rows, counters, checkpoints; the steps as methods."""
+
+    def __init__(self, problem: Any, budget: int, seed: int, ops: Dict[str, Any], kws: Dict[str, Dict[str, Any]],
+                 params: Dict[str, Any], hof_size: int, checkpoint: Any, checkpoint_every: int,
+                 map_fn: Optional[Callable], clock: Callable[[], float]) -> None:
+        self.problem, self.seed, self.ops, self.kws, self.params, self.clock = problem, seed, ops, kws, params, clock
+        self.n, self.k = int(problem.n_var), getattr(problem, "k", None)
+        self.weight = float(problem.weights[0])
+        self.rng = seeded_rngs(seed)
+        self.ev = BudgetedEvaluator(problem, budget, map_fn=map_fn)
+        self.hof = _HallOfFame(hof_size, self.weight, self.n, 1)
+        self.stats = _stats()
+        self.log_rows: List[Tuple[float, ...]] = []
+        self.wall_before = 0.0
+        self.ckpt = S.Checkpointer(checkpoint, checkpoint_every, S.signature("ga", problem, seed, budget, params))
+        self.gen = self.stall = self.idle = 0
+        self.pop = np.zeros((0, self.n), dtype=bool)
+        self.fit = np.zeros((0, 1))
+        self.exhausted = self.resumed = self.finished = False
+
+    # ------------------------------------------------------------------------------------------------ pieces
+    def evaluate(self, rows: np.ndarray) -> Tuple[np.ndarray, bool]:
         """Fitness of the first m rows (m = len(rows) unless the budget ran out) and whether it ran out."""
-        before = ev.used
+        before = self.ev.used
         try:
-            return ev.evaluate(rows), False
+            return self.ev.evaluate(rows), False
         except BudgetExhausted:
-            got = ev.used - before
-            return (ev.history()[1][-got:] if got else np.zeros((0, 1))), True
+            got = self.ev.used - before
+            return (self.ev.history()[1][-got:] if got else np.zeros((0, 1))), True
 
-    def record(gen: int, nevals: int, fit: np.ndarray) -> None:
-        rec = stats.compile(fit[:, 0])
-        log_rows.append((gen, nevals, rec["min"], rec["avg"], rec["max"]))
+    def record(self, nevals: int) -> None:
+        rec = self.stats.compile(self.fit[:, 0])
+        self.log_rows.append((self.gen, nevals, rec["min"], rec["avg"], rec["max"]))
 
-    ckpt = S.Checkpointer(checkpoint, checkpoint_every, S.signature("ga", problem, seed, budget, params))
+    def save(self, reason: Optional[str]) -> None:
+        st = S.common_state(self.gen, self.ev, _logbook(np.asarray(self.log_rows).reshape(-1, 5)), self.rng,
+                            self.wall_before + self.clock(), done=reason is not None)
+        st.update({"stall": self.stall, "idle": self.idle, "stop_reason": reason,
+                   "population": np.packbits(self.pop, axis=1), "fitness": np.asarray(self.fit, dtype=float),
+                   "hof_genomes": np.packbits(self.hof.genomes, axis=1), "hof_fitness": self.hof.fitness})
+        self.ckpt.save(st)
 
-    def save(gen: int, pop: np.ndarray, fit: np.ndarray, stall: int, idle: int, reason: Optional[str]) -> None:
-        st = S.common_state(gen, ev, _logbook(np.asarray(log_rows).reshape(-1, 5)), rng, wall_before + clock(),
-                            done=reason is not None)
-        st.update({"stall": stall, "idle": idle, "stop_reason": reason, "population": np.packbits(pop, axis=1),
-                   "fitness": np.asarray(fit, dtype=float), "hof_genomes": np.packbits(hof.genomes, axis=1),
-                   "hof_fitness": hof.fitness})
-        ckpt.save(st)
-
-    def result(reason: Optional[str], gen: int, wall: float) -> Result:
-        hg, hf = ev.history()
+    def result(self, reason: Optional[str], wall: float) -> Result:
+        hg, hf = self.ev.history()
+        hof = self.hof
         return Result(
-            strategy="ga", problem=problem.name, seed=int(seed), best_genome=hof.genomes[0].copy(),
+            strategy="ga", problem=self.problem.name, seed=self.seed, best_genome=hof.genomes[0].copy(),
             best_fitness=hof.fitness[0].copy(), front_genomes=hof.genomes.copy(), front_fitness=hof.fitness.copy(),
-            evaluations=ev.used, wall_time=wall, logbook=_logbook(np.asarray(log_rows).reshape(-1, 5)),
+            evaluations=self.ev.used, wall_time=wall, logbook=_logbook(np.asarray(self.log_rows).reshape(-1, 5)),
             history_genomes=np.asarray(hg, dtype=bool), history_fitness=np.asarray(hf, dtype=float),
-            params={**params, "generations_run": gen, "stop_reason": reason},
+            params={**self.params, "generations_run": self.gen, "stop_reason": reason},
         )
 
-    # ---------------------------------------------------------------------------------------- start or resume
-    state = ckpt.load()
-    if state is not None:
-        gen, _, wall_before, finished = S.restore_common(state, problem, ev, rng)
-        unpack = lambda a: np.unpackbits(np.asarray(a, dtype=np.uint8), axis=1, count=n).astype(bool)  # noqa: E731
-        hof.genomes, hof.fitness = unpack(state["hof_genomes"]), np.asarray(state["hof_fitness"], dtype=float)
-        log_rows = [tuple(float(r[f]) for f in _LOG_FIELDS) for r in state["logbook"]]
-        stall, idle = int(state["stall"]), int(state["idle"])
-        pop, fit = unpack(state["population"]), np.asarray(state["fitness"], dtype=float)
-        if finished:
-            return result(state["stop_reason"], gen, wall_before)
-        reason: Optional[str] = None
-    else:
-        gen, stall, idle = 0, 0, 0
-        pop = problem.repair(_init(ops["init"], pop_size, n, k, rng, problem, kws["init"]), rng)
-        if seeding:
-            pop = _seed_population(pop, seeding, seed_fraction, problem, ops, kws, rng)
-        fit, exhausted = evaluate(pop)
-        pop = pop[: len(fit)]
-        hof.update(pop, fit)
-        record(0, len(fit), fit)
-        reason = _stop_reason(exhausted or ev.remaining == 0, stall, idle, gen, stagnation, generations)
-        reason = _after_generation(reason, gen, pop, fit, callback, ckpt,
-                                   lambda r: save(gen, pop, fit, stall, idle, r))
+    def stop_reason(self, exhausted: bool, stagnation: Optional[int], generations: Optional[int]) -> Optional[str]:
+        return _stop_reason(exhausted or self.ev.remaining == 0, self.stall, self.idle, self.gen, stagnation,
+                            generations)
 
-    # ------------------------------------------------------------------------------------------- generations
-    n_off = int(pop_size) - int(elite)
-    while reason is None:
-        gen += 1
-        prev_best = hof.best_w
+    def after_generation(self, reason: Optional[str], callback: Optional[Callable]) -> Optional[str]:
+        return _after_generation(reason, self.gen, self.pop, self.fit, callback, self.ckpt, self.save)
+
+    # ------------------------------------------------------------------------------------------------- steps
+    def resume(self) -> Optional[str]:
+        """Load a checkpoint if there is one (``resumed``; ``finished`` when it holds the end of the run)."""
+        state = self.ckpt.load()
+        if state is None:
+            return None
+        self.resumed = True
+        self.gen, _, self.wall_before, self.finished = S.restore_common(state, self.problem, self.ev, self.rng)
+        n = self.n
+        unpack = lambda a: np.unpackbits(np.asarray(a, dtype=np.uint8), axis=1, count=n).astype(bool)  # noqa: E731
+        self.hof.genomes = unpack(state["hof_genomes"])
+        self.hof.fitness = np.asarray(state["hof_fitness"], dtype=float)
+        self.log_rows = [tuple(float(r[f]) for f in _LOG_FIELDS) for r in state["logbook"]]
+        self.stall, self.idle = int(state["stall"]), int(state["idle"])
+        self.pop, self.fit = unpack(state["population"]), np.asarray(state["fitness"], dtype=float)
+        return state["stop_reason"] if self.finished else None
+
+    def start(self, pop_size: int, seeding: Optional[str], seed_fraction: float) -> None:
+        """Generation 0: the initial population (seeded, if asked), scored."""
+        problem, rng = self.problem, self.rng
+        pop = problem.repair(_init(self.ops["init"], pop_size, self.n, self.k, rng, problem, self.kws["init"]), rng)
+        if seeding:
+            pop = _seed_population(pop, seeding, seed_fraction, problem, self.ops, self.kws, rng)
+        fit, self.exhausted = self.evaluate(pop)
+        self.pop, self.fit = pop[: len(fit)], fit
+        self.hof.update(self.pop, fit)
+        self.record(len(fit))
+
+    def generation(self, pop_size: int, elite: int, cxpb: float, mutpb: float, local_search: Optional[str],
+                   ls_evals: Optional[int]) -> None:
+        """Elitism, selection, variation, repair; score the changed children; optional memetic descent."""
+        problem, rng, ev, weight, pop, fit = self.problem, self.rng, self.ev, self.weight, self.pop, self.fit
+        self.gen += 1
+        prev_best = self.hof.best_w
         order = np.argsort(-(fit[:, 0] * weight), kind="stable")
-        elites = order[: int(elite)]
-        parents = np.asarray(ops["selection"](fit[:, 0] * weight, n_off, rng=rng, **kws["selection"]))
-        off = _vary(pop[parents], ops, kws, cxpb, mutpb, rng)
-        off = problem.repair(off, rng)
+        elites = order[:elite]
+        parents = np.asarray(self.ops["selection"](fit[:, 0] * weight, pop_size - elite, rng=rng,
+                                                   **self.kws["selection"]))
+        off = problem.repair(_vary(pop[parents], self.ops, self.kws, cxpb, mutpb, rng), rng)
         off_fit = fit[parents].copy()
         before_gen = ev.used
         changed = np.flatnonzero(np.any(off != pop[parents], axis=1))
         exhausted = False
+        nevals = 0
         if len(changed):
-            new_fit, exhausted = evaluate(off[changed])
+            new_fit, exhausted = self.evaluate(off[changed])
             scored = changed[: len(new_fit)]
             off_fit[scored] = new_fit
-            hof.update(off[scored], new_fit)
+            self.hof.update(off[scored], new_fit)
             if exhausted:  # the budget ran out inside this generation: unscored children are dropped
                 keep = np.ones(len(off), dtype=bool)
                 keep[changed[len(new_fit):]] = False
                 off, off_fit = off[keep], off_fit[keep]
             nevals = len(new_fit)
-        else:
-            nevals = 0
         if local_search and not exhausted and len(off):
-            cap = int(ls_evals) if ls_evals else int(pop_size)
-            exhausted = _descend_best(off, off_fit, weight, problem, ev, hof, rng, cap) or exhausted
+            cap = int(ls_evals) if ls_evals else pop_size
+            exhausted = _descend_best(off, off_fit, weight, problem, ev, self.hof, rng, cap) or exhausted
             nevals = ev.used - before_gen
-        pop = np.concatenate([pop[elites], off])
-        fit = np.concatenate([fit[elites], off_fit])
-        stall = 0 if hof.best_w > prev_best else stall + 1
-        idle = 0 if nevals else idle + 1
-        record(gen, nevals, fit)
-        reason = _stop_reason(exhausted or ev.remaining == 0, stall, idle, gen, stagnation, generations)
-        reason = _after_generation(reason, gen, pop, fit, callback, ckpt,
-                                   lambda r: save(gen, pop, fit, stall, idle, r))
-    return result(reason, gen, wall_before + clock())
+        self.pop = np.concatenate([pop[elites], off])
+        self.fit = np.concatenate([fit[elites], off_fit])
+        self.stall = 0 if self.hof.best_w > prev_best else self.stall + 1
+        self.idle = 0 if nevals else self.idle + 1
+        self.exhausted = exhausted
+        self.record(nevals)
 
 
 def _check_memetic(problem: Any, seeding: Optional[str], seed_fraction: float, local_search: Optional[str],
