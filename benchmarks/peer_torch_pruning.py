@@ -59,6 +59,8 @@ def tp_prune(model, example, variant: str, ratio: float):
     from torch import nn
 
     m = copy.deepcopy(model)
+    for p in m.parameters():  # Torch-Pruning traces through autograd: a frozen copy (the KD teacher) prunes nothing
+        p.requires_grad_(True)
     imp = tp.importance.MagnitudeImportance(p=1) if variant == "tp-l1-uniform" else tp.importance.GroupMagnitudeImportance()
     last = [mod for mod in m.modules() if isinstance(mod, nn.Linear)][-1:]
     pruner = tp.pruner.MetaPruner(m, example, importance=imp, pruning_ratio=ratio, ignored_layers=last,
@@ -90,6 +92,8 @@ def bisect_ratio(model, example, variant: str, what: str, target: float, iters: 
     if best is None:
         m = tp_prune(model, example, variant, hi)
         best = (hi, m, cost(m, example))
+    if best[2][idx] > target:
+        raise SystemExit(f"{variant}: no pruning ratio reaches {what} <= {target:,} (got {best[2][idx]:,})")
     return best
 
 

@@ -22,6 +22,11 @@ import numpy as np
 
 from .errors import EvopruneError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, published as tomli before it joined the standard library
+    import tomli as tomllib
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -347,10 +352,6 @@ def read_options_file(path: str) -> Dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise EvopruneError(f"config file '{path}' does not exist")
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # the same parser, published as tomli before it joined the standard library
-        import tomli as tomllib
     text = p.read_bytes()
     try:
         if p.suffix.lower() == ".json":

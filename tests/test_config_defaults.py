@@ -109,7 +109,7 @@ def test_api_defaults_come_from_the_dataclass():
     from evoprune.api import prune
 
     sig = inspect.signature(prune).parameters
-    assert sig["strategy"].default == PRUNE_DEFAULTS["selector"]
+    assert sig["selector"].default == PRUNE_DEFAULTS["selector"]
     for k in ("target_macs", "target_params", "batch_size", "seed"):
         assert sig[k].default == PRUNE_DEFAULTS[k], k
 

@@ -6,34 +6,22 @@ checkpoint reloads (through ``shrink_to``) to identical outputs.
 """
 import contextlib
 import copy
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from evoprune.errors import EvopruneError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from families import calibrate  # noqa: E402  (one implementation, shared with the benchmark)
+
+from evoprune.errors import EvopruneError  # noqa: E402
 from evoprune.models import create_model
 from evoprune.models.checkpoint import load_model, save_checkpoint
 from evoprune.pruning import (CostModel, PruningSpace, apply, flop_counter_macs, masks_to_pruned, model_params,
                               shrink_to, soft_apply)
-
-
-def calibrate(model: nn.Module, size: int, seed: int = 0) -> nn.Module:
-    """Random BN affine parameters and running statistics from one train-mode batch, so that eval-mode outputs are
-    O(1) (torchvision's init makes deep nets' logits ~1e-10) and every channel matters."""
-    g = torch.Generator().manual_seed(seed)
-    bns = [b for b in model.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
-    with torch.no_grad():
-        for b in bns:
-            b.weight.copy_(torch.rand(b.weight.shape, generator=g) + 0.5)
-            b.bias.copy_(torch.randn(b.bias.shape, generator=g) * 0.2)
-            b.momentum = 1.0
-        model.train()
-        model(torch.randn(8, 3, size, size, generator=g))
-        for b in bns:
-            b.momentum = 0.1
-    return model.eval()
 
 
 @contextlib.contextmanager

@@ -92,14 +92,16 @@ def split_model(model: nn.Module, consumers: Sequence[nn.Module], x: torch.Tenso
             with model_modes(model), torch.no_grad():
                 model.eval()
                 ref = run_model(model, x)
-                try:
-                    got = split.tail(split.head(x))
+                head = split.head(x)
+                try:  # the cut must carry one tensor (a chunk/split node carries a tuple)
+                    got = split.tail(head) if isinstance(head, torch.Tensor) else None
                 except EvopruneError:
                     got = None
             if isinstance(ref, torch.Tensor) and isinstance(got, torch.Tensor) and got.shape == ref.shape \
                     and torch.allclose(got, ref, rtol=1e-4, atol=1e-5):
                 return split
-            fallback = "full forward (split check failed)"
+            fallback = "full forward (split check failed)" if isinstance(head, torch.Tensor) else \
+                "full forward (the cut carries a tuple, not a tensor)"
     return ModelSplit(None, model, _bns_after_first_call(model, consumers, x), fallback)
 
 
