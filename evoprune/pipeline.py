@@ -288,7 +288,7 @@ def _report(current: nn.Module, loaders: Loaders, calib: Any, cfg: PruneConfig, 
 
 
 def _write_outputs(out: Path, current: nn.Module, report: "PruneReport", meta: Dict[str, Any]) -> None:
-    """``model.pt`` (with the pruned record), ``results.json`` and the keep-ratio and trajectory plots."""
+    """``model.pt`` (with the pruned record), ``results.json``, the keep-ratio and trajectory plots, ``report.md``."""
     from .models.checkpoint import save_checkpoint
     from .plot import plot_keep_ratios, plot_trajectory
 
@@ -299,6 +299,9 @@ def _write_outputs(out: Path, current: nn.Module, report: "PruneReport", meta: D
     write_json(out / "results.json", report.to_json())
     plot_keep_ratios(report, out / "keep_ratios")
     plot_trajectory(report, out / "trajectory")
+    from .report import write_prune_report
+
+    write_prune_report(out)  # last: it links the figures above
 
 
 def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:

@@ -321,7 +321,7 @@ def _point(name: str, v: Any, objectives: Sequence[str], path: Any) -> List[floa
 
 
 # ----------------------------------------------------------------------------------------------- pipeline plots
-def plot_sensitivity(sens: Any, stem: Any) -> List[Path]:
+def plot_sensitivity(sens: Any, stem: Any, formats: Sequence[str] = ("png", "svg")) -> List[Path]:
     """Accuracy-drop curves per unit vs keep ratio (colour runs from the first to the last unit)."""
     import matplotlib
 
@@ -340,10 +340,10 @@ def plot_sensitivity(sens: Any, stem: Any) -> List[Path]:
     ax.invert_xaxis()
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2, loc="upper left")
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, formats)
 
 
-def plot_keep_ratios(report: Any, stem: Any) -> List[Path]:
+def plot_keep_ratios(report: Any, stem: Any, formats: Sequence[str] = ("png", "svg")) -> List[Path]:
     """Bar chart of the per-unit keep ratio the pipeline applied (network order), labelled kept/original."""
     units = list(report.ratios)
     counts = {r["unit"]: (r["k"], r["n"]) for r in report.units}
@@ -363,10 +363,10 @@ def plot_keep_ratios(report: Any, stem: Any) -> List[Path]:
     ax.set_title(f"Per-unit keep ratios: MACs {fin['macs_reduction']:.2f}x fewer, params "
                  f"{fin['params_reduction']:.2f}x fewer")
     ax.grid(axis="y", alpha=0.3)
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, formats)
 
 
-def plot_trajectory(report: Any, stem: Any) -> List[Path]:
+def plot_trajectory(report: Any, stem: Any, formats: Sequence[str] = ("png", "svg")) -> List[Path]:
     """Calibration accuracy vs remaining MACs after each unit: right after pruning it, and after its fine-tune."""
     base = report.base
     m = [1.0] + [r["macs"] / base["macs"] for r in report.units]
@@ -384,7 +384,7 @@ def plot_trajectory(report: Any, stem: Any) -> List[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Layer-by-layer pruning trajectory")
-    return save_figure(fig, stem)
+    return save_figure(fig, stem, formats)
 
 
 def plot_points(series: Mapping[str, Sequence[Tuple[float, float]]], stem: Any,

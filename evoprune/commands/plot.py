@@ -1,9 +1,11 @@
-"""``evoprune plot``: Pareto fronts and convergence curves from ``search`` / ``compare`` run directories."""
+"""``evoprune plot``: Pareto fronts and convergence curves of ``search`` / ``compare`` run directories, or the
+figures of a ``prune`` run directory."""
 from __future__ import annotations
 
 import click
 
 from evoprune.commands.common import echo, emit_json, handle_errors
+from evoprune.errors import EvopruneError
 
 
 @click.command("plot")
@@ -22,10 +24,17 @@ from evoprune.commands.common import echo, emit_json, handle_errors
 @click.option("--overwrite", is_flag=True, help="Replace existing figure files.")
 @handle_errors
 def plot(runs, out, kind, reference, accuracy, formats, title, overwrite) -> None:
-    """Plot Pareto fronts and convergence (mean ± std over seeds) of search/compare runs; PNG and SVG."""
+    """Plot Pareto fronts and convergence (mean ± std over seeds) of search/compare runs, or redraw a prune run's
+    keep ratios, accuracy-vs-MACs trajectory and sensitivity curves; PNG and SVG."""
     from evoprune.plot import plot_runs
+    from evoprune.report import is_prune_run, plot_prune_run
 
-    summary = plot_runs(runs, out, kind, reference, accuracy, formats, title, overwrite)
+    if any(is_prune_run(r) for r in runs):
+        if len(runs) > 1:
+            raise EvopruneError("plot one prune run directory at a time (or search/compare runs together)")
+        summary = plot_prune_run(runs[0], out, formats, overwrite)
+    else:
+        summary = plot_runs(runs, out, kind, reference, accuracy, formats, title, overwrite)
     for w in summary["files"]:
         echo(f"wrote {w}")
     emit_json(summary)
