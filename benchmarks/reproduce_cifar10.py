@@ -38,6 +38,7 @@ def prune_run(out: Path, a, extra: list, log: Path) -> dict:
                        "--sensitivity", str(a.sens_file), "--batch-size", str(a.batch_size),
                        "--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(a.finetune_epochs),
                        "--pop-size", str(a.pop_size), "--generations", str(a.generations), "--out", str(out),
+                       "--seeding", a.seeding,
                        *(["--resume"] if out.exists() else []), *extra)
     run(cmd, log)
     return json.loads((out / "results.json").read_text())
@@ -66,6 +67,8 @@ def main() -> None:
     ap.add_argument("--pop-size", type=int, default=50)
     ap.add_argument("--generations", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--seeding", default="none", choices=["none", "greedy"],
+                    help="the GA's start: none is the paper's (random); greedy is prune's default")
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--long-finetune-epochs", default="",
                     help="comma list of epoch counts: also run the paper's method (ga, seed 0) with that many final "

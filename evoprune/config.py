@@ -18,6 +18,7 @@ import numpy as np
 from .errors import EvopruneError
 
 DEFAULT_TARGET_MACS = 0.33
+SEEDINGS = ("greedy", "none")  # how the GA of prune starts (PruneConfig.seeding)
 """The target when none of any kind (MACs, parameters, ``max_drop``, ``ratios``) is given: keep a third of the MACs."""
 
 # Operator names by kind. ``fixed_k``: the GA defaults for problems with a cardinality k, chosen by
@@ -34,7 +35,7 @@ def operator_defaults(fixed_k: bool = True) -> Dict[str, str]:
     return dict(OPERATOR_DEFAULTS["fixed_k" if fixed_k else "free_k"])
 
 
-_LATER_FIELDS = {"refit": False, "at_weight": 0.0}
+_LATER_FIELDS = {"refit": False, "at_weight": 0.0, "seeding": "none"}  # "none": what runs did before seeding
 
 
 @dataclass
@@ -66,6 +67,9 @@ class PruneConfig:
     stage2_top_k: int = 3
     stage2_every: int = 10
     finalists: int = 5                      # hall of fame verified by stage 2 at the end of each unit's GA
+    # greedy: 10 % of the GA's first population are ThiNet's greedy solution of the stage-1 error and swap mutants
+    # of it (benchmarks/ga_vs_greedy.py); none: the paper's random initialisation only
+    seeding: str = "greedy"
     refit: bool = False                     # least-squares refit of the consumers on the kept channels
     calib_batches: int = 4                  # batches of calibration data for stage 1 statistics
     bn_batches: int = 4                     # training batches for adaptive-BN re-estimation
@@ -107,6 +111,8 @@ class PruneConfig:
             raise EvopruneError(f"--max-drop must be in [0, 1], got {self.max_drop}")
         if self.order not in ("sensitivity", "forward"):
             raise EvopruneError(f"--order must be 'sensitivity' or 'forward', got '{self.order}'")
+        if self.seeding not in SEEDINGS:
+            raise EvopruneError(f"--seeding must be one of {', '.join(SEEDINGS)}, got '{self.seeding}'")
         if self.loss not in ("kd", "ce"):
             raise EvopruneError(f"--loss must be 'kd' or 'ce', got '{self.loss}'")
         if self.uniform and self.max_drop is not None:
@@ -139,9 +145,20 @@ class PruneConfig:
                 if not (isinstance(r, (int, float)) and 0.0 < r <= 1.0):
                     raise EvopruneError(f"keep ratio for unit '{u}' must be in (0, 1], got {r!r}")
 
+    def _searches(self) -> bool:
+        """Whether the selector is a search strategy (the GA or another), not a criterion."""
+        try:
+            from .unit_selectors import resolve_strategy_selector
+
+            return resolve_strategy_selector(self.selector) is not None
+        except EvopruneError:
+            return True
+
     def fingerprint(self) -> str:
         # options added later count only when set, so run directories made before them still resume
         d = {k: v for k, v in asdict(self).items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+        if d.get("seeding") is not None and not self._searches():
+            d.pop("seeding")  # a criterion (l1, thinet, ...) has no GA to seed
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -69,7 +69,8 @@ def strategy_params(fn: Any, cfg) -> Dict[str, Any]:
 
     if getattr(fn, "__name__", "") == "ga" and fn.__module__ == "evoprune.strategies.ga":
         return {"pop_size": cfg.pop_size, "generations": cfg.generations, "crossover": cfg.crossover,
-                "mutation": cfg.mutation, "selection": cfg.selection, "hof_size": max(1, cfg.finalists)}
+                "mutation": cfg.mutation, "selection": cfg.selection, "hof_size": max(1, cfg.finalists),
+                **({"seeding": "greedy"} if cfg.seeding == "greedy" else {})}
     want = {"pop_size": cfg.pop_size, "crossover": cfg.crossover, "mutation": cfg.mutation,
             "selection": cfg.selection}
     return {k: v for k, v in want.items() if v is not None and strategy_accepts(fn, k)}
@@ -106,8 +107,10 @@ def ga_select(model: nn.Module, space, unit: str, k: int, loaders, cfg, seed: in
         fitness = build_evaluator(cfg.fitness, space, u, calib, model=model)
     problem = ChannelSelectionProblem(u.channels, k, fitness, min_keep=u.min_keep, name=f"channels[{unit}]",
                                       groups=u.channel_groups)  # per-block cardinality for grouped consumers
-    res = run_strategy(strategy, problem, cfg.pop_size * (cfg.generations + 1), seed,
-                       **strategy_params(strategy, cfg))
+    params = strategy_params(strategy, cfg)
+    if params.get("seeding") == "greedy" and problem.quadratic(exact=False) is None:
+        params.pop("seeding")  # a user fitness without the stage-1 quadratic: no greedy to seed from
+    res = run_strategy(strategy, problem, cfg.pop_size * (cfg.generations + 1), seed, **params)
     finalists = np.asarray(res.front_genomes, dtype=bool).reshape(-1, u.channels)[: max(1, cfg.finalists)]
     info: Dict[str, Any] = {"ga_evaluations": int(res.evaluations), "ga_generations": res.params.get("generations_run"),
                             "ga_stop": res.params.get("stop_reason")}

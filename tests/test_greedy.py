@@ -100,3 +100,29 @@ def test_prune_with_thinet_selector(tiny_checkpoint, tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert abs(res["final"]["macs_ratio"] / 0.5 - 1) <= 0.05
     assert all(u["stage1_error"] >= 0 for u in res["units"])
+
+
+def test_prune_default_ga_is_never_worse_than_the_greedy(tiny_checkpoint):
+    """The GA settings prune uses (greedy seeding by default) on every unit of a trained net: best stage-1 error
+    <= ThiNet's greedy, for every seed; the paper's unseeded start gives no such guarantee."""
+    from evoprune.checkpoint_problems import channel_problem
+    from evoprune.config import PruneConfig
+    from evoprune.pruning.greedy import greedy_removal
+    from evoprune.pruning import PruningSpace
+    from evoprune.models.checkpoint import load_model
+    from evoprune.strategies import run_strategy
+    from evoprune.strategies.ga import ga
+    from evoprune.unit_selectors import strategy_params
+
+    cfg = PruneConfig(pop_size=10, generations=4)
+    params = strategy_params(ga, cfg)
+    assert params["seeding"] == "greedy" and "seeding" not in strategy_params(ga, PruneConfig(seeding="none"))
+    model, _ = load_model(str(tiny_checkpoint))
+    units = [u.name for u in PruningSpace(model, (1, 3, 32, 32), warn=False).units][:4]
+    for unit in units:
+        p = channel_problem(checkpoint=str(tiny_checkpoint), unit=unit, keep=0.5, calib_batches=1, batch_size=64)
+        g = greedy_removal(p.quadratic(exact=False), p.k, groups=p.groups)
+        g_val = float(p.evaluate(g[None])[0, 0])
+        for seed in range(3):
+            res = run_strategy("ga", p, cfg.pop_size * (cfg.generations + 1), seed, **params)
+            assert res.best_fitness[0] <= g_val + 1e-12, (unit, seed)

@@ -5,7 +5,7 @@ import click
 
 from evoprune.commands.common import (Ctx, apply_config, data_options, default_out, echo, emit_json, handle_errors,
                                       non_negative, positive, run_options, worker_options)
-from evoprune.config import DEFAULT_TARGET_MACS, PRUNE_DEFAULTS
+from evoprune.config import DEFAULT_TARGET_MACS, PRUNE_DEFAULTS, SEEDINGS
 
 
 def _option(*decls, field=None, **kw):
@@ -62,6 +62,10 @@ def _common_model_options(f):
 @_option("--crossover", help="GA crossover operator (name or module:fn).")
 @_option("--mutation", help="GA mutation operator (name or module:fn).")
 @_option("--selection", help="GA selection (roulette, tournament or module:fn).")
+@_option("--seeding", type=click.Choice(SEEDINGS),
+         help="GA start: greedy puts ThiNet's greedy solution and swap mutants of it in 10 percent of the first "
+              "population (the GA's best stage-1 error is then never worse than the greedy's); none is the paper's "
+              "random start.")
 @_option("--fitness", help="twostage, reconstruction, reconstruction-refit (stage 1 after the optimal re-weighting "
                           "of the kept channels) or module:Evaluator.")
 @_option("--stage2-top-k", type=int, callback=non_negative,
