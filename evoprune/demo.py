@@ -14,7 +14,6 @@ sha256 is checked at load) and, on the bundled 2,000 / 1,000-image CIFAR-10 subs
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from .device import resolve_device, seed_everything
 from .errors import EvopruneError
-from .io import environment_info, prepare_run_dir, write_json
+from .io import environment_info, prepare_run_dir, sha256_file, write_json
 
 BUNDLED = Path(__file__).with_name("assets") / "vgg16_w0.25_cifar10.pt"
 BUNDLED_SHA256 = "58eeab610e40aa5443e9bffbb8a3e9b803d4a51d636597319c005e78dbe2cf05"
@@ -33,7 +32,7 @@ def bundled_network(path: Path = BUNDLED, sha256: str = BUNDLED_SHA256) -> Path:
     """The shipped network's path, after checking it is the file we shipped."""
     if not path.is_file():
         raise EvopruneError(f"bundled network '{path}' is missing; reinstall evoprune (or use 'evoprune demo --train')")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     if digest != sha256:
         raise EvopruneError(f"bundled network '{path}' is damaged (sha256 {digest[:12]}... != {sha256[:12]}...); "
                             "reinstall evoprune, or use 'evoprune demo --train'")

@@ -379,3 +379,14 @@ def read_options_file(path: str) -> Dict[str, Any]:
         else:
             flat[k.replace("-", "_")] = v
     return flat
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

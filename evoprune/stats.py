@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -83,6 +83,16 @@ def friedman(table: np.ndarray, names: Sequence[str], lower_is_better: bool = Tr
     cd = None if q is None else float(q * np.sqrt(k * (k + 1) / (6.0 * n_inst)))
     return {"avg_ranks": {n: float(r) for n, r in zip(names, avg)}, "statistic": stat, "p_value": p,
             "critical_difference": cd, "instances": n_inst}
+
+
+def ecdf_figure(traces: Mapping[str, Sequence[Tuple[np.ndarray, np.ndarray]]], targets: Sequence[float],
+                budget: int, title: str, stem: Any) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """Runtime ECDFs of every label's ``(evaluations, gaps)`` traces on a log grid up to ``budget``, plotted to
+    ``stem``; returns the grid and the curves (what ``compare`` and ``suite run`` both report)."""
+    grid = np.unique(np.round(np.logspace(0, np.log10(max(int(budget), 1)), 200)))
+    curves = {label: runtime_ecdf(tr, targets, grid) for label, tr in traces.items()}
+    plot_ecdf(curves, grid, title, stem)
+    return grid, curves
 
 
 def runtime_ecdf(traces: Sequence[Tuple[np.ndarray, np.ndarray]], targets: Sequence[float],
@@ -203,16 +213,15 @@ def compare_report(results: Mapping[str, Sequence[object]], problem: object, out
         ref = float(opt) if opt is not None else (min if w < 0 else max)(v for vs in values.values() for v in vs)
         scale = max(abs(ref), 1e-300)
         budget = max(int(r.evaluations) for rs in results.values() for r in rs)
-        grid = np.unique(np.round(np.logspace(0, np.log10(max(budget, 1)), 200)))
-        curves = {}
+        traces = {}
         for n in names:
-            traces = []
+            traces[n] = []
             for r in results[n]:
                 hist = np.asarray(r.history_fitness, dtype=float)[:, 0] * (-1 if w > 0 else 1)
                 ev, vals = change_points(best_so_far(hist))
-                traces.append((ev, (vals * (-1 if w > 0 else 1) - ref) * np.sign(-w) / scale))
-            curves[n] = runtime_ecdf(traces, (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 0.0), grid)
-        plot_ecdf(curves, grid, f"{getattr(problem, 'name', '')}: runtime ECDF (gaps to {ref:.6g})", out / "ecdf")
+                traces[n].append((ev, (vals * (-1 if w > 0 else 1) - ref) * np.sign(-w) / scale))
+        ecdf_figure(traces, (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 0.0), budget,
+                    f"{getattr(problem, 'name', '')}: runtime ECDF (gaps to {ref:.6g})", out / "ecdf")
         metric = "best"
     else:
         fronts = [np.asarray(r.front_fitness, dtype=float) for rs in results.values() for r in rs]

@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from .errors import EvopruneError
+from .io import sha256_file
 
 FORMAT = "evoprune-suite"
 VERSION = 1
@@ -194,14 +195,6 @@ def resolve_suite(spec: str) -> Suite:
     if not spec.endswith(".npz") and not Path(spec).exists():
         raise EvopruneError(f"unknown suite '{spec}'; bundled: {', '.join(bundled) or 'none'}, or give a .npz path")
     return load_suite(spec)
-
-
-def sha256_file(path: Any) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ best-known

@@ -153,7 +153,7 @@ def run_suite(suite: Suite, strategies: Sequence[str], budgets: Sequence[int], s
 def make_report(suite: Suite, traces, labels: Sequence[str], budgets: Sequence[int], seeds: Sequence[int],
                 out: Path) -> Dict[str, Any]:
     from .io import atomic_write_text
-    from .stats import friedman, plot_cd, plot_ecdf, ranksum_vs_best, runtime_ecdf
+    from .stats import ecdf_figure, friedman, plot_cd, ranksum_vs_best
 
     rows = []
     gaps: Dict[int, Dict[str, Dict[str, List[float]]]] = {b: {l: {} for l in labels} for b in budgets}
@@ -196,16 +196,10 @@ def make_report(suite: Suite, traces, labels: Sequence[str], budgets: Sequence[i
                     out / f"cd_{b}")
         summary["by_budget"][str(b)] = {"strategies": per, "friedman": fr}
     atomic_write_text(out / "tests.csv", tests.getvalue())
-    grid = np.unique(np.round(np.logspace(0, np.log10(budgets[-1]), 200)))
-    curves = {}
-    for l in labels:
-        tr = []
-        for inst in suite:
-            for t in traces[inst.name][l]:
-                tr.append((t["evals"], inst.gap(t["values"])))
-        curves[l] = runtime_ecdf(tr, TARGETS, grid)
-    plot_ecdf(curves, grid, f"{suite.name}: runtime ECDF, targets {', '.join(f'{t:g}' for t in TARGETS)}",
-              out / "ecdf")
+    grid, curves = ecdf_figure({l: [(t["evals"], inst.gap(t["values"])) for inst in suite
+                                    for t in traces[inst.name][l]] for l in labels}, TARGETS, budgets[-1],
+                               f"{suite.name}: runtime ECDF, targets {', '.join(f'{t:g}' for t in TARGETS)}",
+                               out / "ecdf")
     summary["ecdf"] = {"grid": grid.tolist(), "curves": {l: c.tolist() for l, c in curves.items()},
                        "targets": list(TARGETS)}
     g = io.StringIO()
