@@ -222,9 +222,24 @@ def main() -> None:
                                       "difference_pt": 100 * (table["ours"]["mean"] - table[best]["mean"])}
     save(f"peer_torch_pruning{a.tag}.json", {"checkpoint": a.checkpoint, "table": table, "machine": machine(),
                                               "settings": vars(a)})
-    for n, r in table.items():
-        if "mean" in r:
-            print(f"{n:>24}: {100 * r['mean']:.2f} ± {100 * r['std']:.2f} %")
+    md = ["| run | seeds | test acc. after fine-tune | right after pruning | MACs reduction | params reduction |",
+          "|---|---|---|---|---|---|",
+          f"| baseline | 1 | {100 * base_test:.2f} % | | 1.00x | 1.00x |",
+          f"| ours ({table['ours']['selector']}) | {table['ours']['n']} | {100 * table['ours']['mean']:.2f} ± "
+          f"{100 * table['ours']['std']:.2f} % | | {table['ours']['macs_reduction']:.2f}x | "
+          f"{table['ours']['params_reduction']:.2f}x |"]
+    for n in names:
+        r = table[n]
+        ap = "" if r["after_prune_top1"] != r["after_prune_top1"] else f"{100 * r['after_prune_top1']:.2f} %"
+        md.append(f"| {n} | {r['n']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} % | {ap} | "
+                  f"{r['macs_reduction']:.2f}x | {r['params_reduction']:.2f}x |")
+    if "ours_vs_best_peer" in table:
+        t = table["ours_vs_best_peer"]
+        md.append(f"\nOurs vs the best Torch-Pruning variant at equal MACs ({t['peer']}): {t['difference_pt']:+.2f} pt, "
+                  f"Welch t = {t['welch_t']:.2f}, p = {t['p_value']:.3g}; every fine-tune took {budget['steps']} "
+                  "optimiser steps.")
+    (RESULTS / f"peer_torch_pruning{a.tag}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
 
 
 if __name__ == "__main__":

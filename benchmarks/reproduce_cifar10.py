@@ -218,7 +218,8 @@ def main() -> None:
     for run_dir, suffix in (("ga-seed0-finetuned", ""), *((k, f"_ft{e}") for k, e in long_epochs.items())):
         model = out / run_dir / "model.pt"
         if model.exists() and model.stat().st_size <= 20 * 2**20:
-            shutil.copyfile(model, RESULTS / f"{Path(a.checkpoint).stem}_pruned_ga{suffix}.pt")
+            seeded = "_seeded" if a.seeding == "greedy" else ""  # the two GA starts must not share a file
+            shutil.copyfile(model, RESULTS / f"{Path(a.checkpoint).stem}_pruned_ga{seeded}{suffix}.pt")
 
 
 if __name__ == "__main__":
