@@ -18,6 +18,7 @@ import numpy as np
 from .errors import EvopruneError
 
 DEFAULT_TARGET_MACS = 0.33
+ALLOCATIONS = ("sensitivity", "uniform", "search")  # PruneConfig.allocation
 SEEDINGS = ("greedy", "none")  # how the GA of prune starts (PruneConfig.seeding)
 """The target when none of any kind (MACs, parameters, ``max_drop``, ``ratios``) is given: keep a third of the MACs."""
 
@@ -35,7 +36,8 @@ def operator_defaults(fixed_k: bool = True) -> Dict[str, str]:
     return dict(OPERATOR_DEFAULTS["fixed_k" if fixed_k else "free_k"])
 
 
-_LATER_FIELDS = {"refit": False, "at_weight": 0.0, "seeding": "none"}  # "none": what runs did before seeding
+_LATER_FIELDS = {"refit": False, "at_weight": 0.0, "seeding": "none", "allocation": "sensitivity",
+                 "allocation_strategy": "cmaes-1+l", "allocation_budget": 60}  # "none": what runs did before seeding
 
 
 @dataclass
@@ -51,6 +53,11 @@ class PruneConfig:
     max_drop: Optional[float] = None        # or: every unit keeps the fewest channels with drop <= this
     ratios: Optional[Dict[str, float]] = None  # or: explicit per-unit keep ratios
     uniform: bool = False                   # one keep ratio for all units (baseline), still meeting the target
+    # sensitivity: the paper's allocation from the curves; uniform: as --uniform; search: a strategy on the
+    # whole-network problem (adaptive-BN accuracy under the budget), seeded with the sensitivity and uniform plans
+    allocation: str = "sensitivity"
+    allocation_strategy: str = "cmaes-1+l"
+    allocation_budget: int = 60             # whole-network evaluations of the allocation search
     selector: str = "ga"                    # ga | l1 | bn | taylor | random | thinet | module:fn
     order: str = "sensitivity"              # sensitivity | forward
     sensitivity_method: str = "l1"
@@ -115,6 +122,24 @@ class PruneConfig:
             raise EvopruneError(f"--seeding must be one of {', '.join(SEEDINGS)}, got '{self.seeding}'")
         if self.loss not in ("kd", "ce"):
             raise EvopruneError(f"--loss must be 'kd' or 'ce', got '{self.loss}'")
+        if self.allocation not in ALLOCATIONS:
+            raise EvopruneError(f"--allocation must be one of {', '.join(ALLOCATIONS)}, got '{self.allocation}'")
+        if self.allocation == "uniform":
+            self.uniform = True
+        if isinstance(self.allocation_budget, bool) or not isinstance(self.allocation_budget, int) \
+                or self.allocation_budget < 1:
+            raise EvopruneError(f"--allocation-budget must be a positive number of evaluations, got "
+                                f"{self.allocation_budget!r}")
+        if self.allocation == "search":
+            if self.target_macs is None and self.target_params is None:
+                raise EvopruneError("--allocation search needs a budget: --target-macs and/or --target-params")
+            from .strategies import get_strategy
+
+            fn = get_strategy(self.allocation_strategy)  # unknown: one-line error naming the known ones
+            if getattr(fn, "objectives", "any") == "multi":
+                raise EvopruneError(f"--allocation-strategy '{self.allocation_strategy}' is multi-objective; the "
+                                    "allocation search maximises one accuracy under the budget: use cmaes-1+l, "
+                                    "cmaes or random")
         if self.uniform and self.max_drop is not None:
             raise EvopruneError("--uniform needs --target-macs or --target-params, not --max-drop")
         for name in ("pop_size", "generations", "calib_batches", "bn_batches", "eval_batches", "batch_size",

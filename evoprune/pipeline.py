@@ -149,6 +149,8 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
 
     # 2. per-unit keep ratios and order
     plan = plan_allocation(space0, cost0, cfg, sens)
+    if cfg.allocation == "search":
+        plan = searched_plan(model, space0, cost0, loaders, cfg, sens, plan, out if resume else None, log)
     ratios, counts, order = plan["ratios"], plan["counts"], plan["order"]
     if wout is not None:
         write_json(wout / "allocation.json", plan)
@@ -340,6 +342,26 @@ def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:
             "base_macs": int(cost.base_macs), "base_params": int(cost.base_params)}
 
 
+def searched_plan(model: nn.Module, space, cost, loaders: Loaders, cfg: PruneConfig, sens, plan: Dict[str, Any],
+                  resume_from: Optional[Path], log: Log) -> Dict[str, Any]:
+    """``--allocation search``: the plan of the ratios a search strategy finds, seeded with the sensitivity plan
+    and the uniform one (:mod:`evoprune.allocation_search`); on resume, the plan the run already chose."""
+    from .allocation_search import search_allocation
+    from .train import on_rank0
+
+    saved = resume_from / "allocation.json" if resume_from is not None else None
+    if saved is not None and saved.exists():
+        found = read_json(saved, "allocation").get("search")
+        if found:
+            log("allocation search: reusing the allocation this run chose")
+            return dict(plan_allocation(space, cost, dataclasses.replace(cfg, ratios=found["ratios"]), sens),
+                        search=found)
+    uniform = plan_allocation(space, cost, dataclasses.replace(cfg, uniform=True), sens)
+    found = on_rank0(lambda: search_allocation(model, space, loaders, cfg, [plan["ratios"], uniform["ratios"]],
+                                               cfg.seed, log))
+    return dict(plan_allocation(space, cost, dataclasses.replace(cfg, ratios=found["ratios"]), sens), search=found)
+
+
 def dry_run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Path, device: Any = None,
             log: Log = print) -> Tuple[Dict[str, Any], List[Tuple[str, int]]]:
     """Sensitivity + allocation only: what :func:`run` would prune, pruning nothing.
@@ -358,6 +380,8 @@ def dry_run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Path, dev
     if sens is not None:
         save_sensitivity(sens, out)
     plan = plan_allocation(space, CostModel(space), cfg, sens)
+    if cfg.allocation == "search":
+        plan = searched_plan(model, space, CostModel(space), loaders, cfg, sens, plan, None, log)
     write_json(out / "allocation.json", plan)
     return plan, list(zip(space.names, space.sizes))
 

@@ -5,7 +5,7 @@ import click
 
 from evoprune.commands.common import (Ctx, apply_config, data_options, default_out, echo, emit_json, handle_errors,
                                       non_negative, positive, run_options, worker_options)
-from evoprune.config import DEFAULT_TARGET_MACS, PRUNE_DEFAULTS, SEEDINGS
+from evoprune.config import ALLOCATIONS, DEFAULT_TARGET_MACS, PRUNE_DEFAULTS, SEEDINGS
 
 
 def _option(*decls, field=None, **kw):
@@ -48,6 +48,13 @@ def _common_model_options(f):
          help="Per-unit tolerated calibration-accuracy drop (fraction) instead of a global target.")
 @_option("--ratios", type=click.Path(dir_okay=False), help="JSON file: unit -> keep ratio.")
 @click.option("--uniform", is_flag=True, help="Same keep ratio for every unit (baseline allocation).")
+@_option("--allocation", type=click.Choice(ALLOCATIONS),
+         help="Per-unit keep ratios: from the sensitivity curves (the paper), uniform, or searched by "
+              "--allocation-strategy on the whole network (adaptive-BN accuracy under the budget, seeded with the "
+              "other two).")
+@_option("--allocation-strategy", help="Single-objective strategy of --allocation search (cmaes-1+l, cmaes, random, "
+                                       "module:run).")
+@_option("--allocation-budget", type=int, help="Whole-network evaluations of --allocation search.")
 @click.option("--sensitivity", "sensitivity_file", default=None, type=click.Path(dir_okay=False),
               help="Reuse sensitivity curves (sensitivity.json from 'evoprune sensitivity' or an earlier prune run).")
 @_option("--selector", help="Channel choice: a criterion (l1, bn, taylor, random, thinet, module:function) or a "

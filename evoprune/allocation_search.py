@@ -1,0 +1,74 @@
+"""``prune --allocation search``: choose the per-unit keep ratios with a search strategy instead of the curves.
+
+The problem is the whole-network one (:class:`~evoprune.problems.NetworkPruningProblem`, ratio genomes, top-k L1
+channels per unit, accuracy after adaptive BN on held-out calibration images -- EagleEye's fitness) in its
+single-objective form: minimise the error subject to the MACs/params budget (an over-budget genome scores
+``1 + violation`` without a forward pass). An unseeded search does no better than random sampling at budgets of a
+few hundred evaluations (README), so the first genomes every strategy sees are the sensitivity allocation and the
+uniform one (``problem.sample`` hands them out first); the best feasible genome of the whole run -- seeds included
+-- is the allocation. The per-unit selector (the GA by default) then chooses channels at those ratios, as with
+any other allocation.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Mapping
+
+import numpy as np
+
+from .errors import EvopruneError
+
+
+class _Seeded:
+    """A problem whose first ``sample`` call returns the given genomes first (one run's worth of seeding)."""
+
+    def __init__(self, problem: Any, seeds: np.ndarray) -> None:
+        self._problem, self._seeds = problem, np.asarray(seeds, dtype=float)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._problem, name)
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        out = self._problem.sample(rng, size)
+        if len(self._seeds):
+            m = min(len(self._seeds), len(out))
+            out[:m], self._seeds = self._seeds[:m], self._seeds[m:]
+        return out
+
+
+def search_allocation(model: Any, space: Any, loaders: Any, cfg: Any, seeds: List[Mapping[str, float]], seed: int,
+                      log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Run ``cfg.allocation_strategy`` for ``cfg.allocation_budget`` evaluations; returns ``ratios`` (unit -> keep
+    ratio of the best feasible genome), its held-out ``error``, where it came from and the seeds' errors."""
+    from .problems.network_pruning import NetworkPruningProblem
+    from .strategies import run_strategy
+
+    problem = NetworkPruningProblem(model, space, loaders, representation="ratios", objectives=("error",),
+                                    max_macs=cfg.target_macs, max_params=cfg.target_params,
+                                    bn_batches=cfg.bn_batches, eval_batches=cfg.eval_batches,
+                                    batch_size=cfg.batch_size, seed=seed, min_ratio=0.05,
+                                    importance=cfg.sensitivity_method if cfg.sensitivity_method in ("l1", "bn")
+                                    else "l1", threads=None)
+    names = problem.unit_names
+    S = np.asarray([[float(r.get(u, 1.0)) for u in names] for r in seeds])
+    seed_err = problem.evaluate(problem.repair(S))[:, 0]
+    log(f"allocation search: {cfg.allocation_strategy}, {cfg.allocation_budget} evaluations on the whole network "
+        f"(seeds: sensitivity error {seed_err[0]:.4f}" + (f", uniform {seed_err[1]:.4f}" if len(S) > 1 else "") + ")")
+    try:
+        res = run_strategy(cfg.allocation_strategy, _Seeded(problem, S), int(cfg.allocation_budget), int(seed))
+    except EvopruneError as exc:  # the strategy speaks of --budget: here it is --allocation-budget
+        raise EvopruneError(f"--allocation-strategy {cfg.allocation_strategy} with --allocation-budget "
+                            f"{cfg.allocation_budget}: {exc}") from None
+    G = np.concatenate([problem.repair(S), np.asarray(res.history_genomes, dtype=float)])
+    F = np.concatenate([seed_err, np.asarray(res.history_fitness, dtype=float)[:, 0]])
+    feasible = F <= 1.0  # over-budget genomes score 1 + violation
+    if not feasible.any():
+        raise EvopruneError("the allocation search found no allocation within the budget; raise "
+                            "--allocation-budget or loosen --target-macs/--target-params")
+    best = int(np.flatnonzero(feasible)[np.argmin(F[feasible])])
+    counts = problem.counts_of_ratios(G[best][None])[0]
+    ratios = {u: float(c) / float(n) for u, c, n in zip(names, counts, problem.sizes)}
+    origin = "sensitivity seed" if best == 0 else ("uniform seed" if best < len(S) else cfg.allocation_strategy)
+    log(f"allocation search: best held-out error {F[best]:.4f} ({origin}); {problem.evaluations} forwards, "
+        f"{problem.cache_hits} cache hits, {problem.infeasible} over budget")
+    return {"ratios": ratios, "error": float(F[best]), "origin": origin, "seed_errors": seed_err.tolist(),
+            "evaluations": int(res.evaluations) + len(S), "strategy": cfg.allocation_strategy}
