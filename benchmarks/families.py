@@ -115,6 +115,18 @@ def main() -> None:
         r["family"] = kinds.get(arch, "")
         rows.append(r)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
+    from _common import RESULTS
+
+    prev = RESULTS / "families.json"
+    if prev.exists():  # a partial rerun (--models) replaces its rows and keeps the others, in FAMILIES order
+        import json
+
+        old = json.loads(prev.read_text())
+        if (old.get("size"), old.get("target_macs")) == (a.size, a.target_macs):
+            mine = {r["model"] for r in rows}
+            rows = [r for r in old["rows"] if r["model"] not in mine] + rows
+            order = {m: i for i, (m, _) in enumerate(FAMILIES)}
+            rows.sort(key=lambda r: order.get(r["model"], len(order)))
     save("families.json", {"size": a.size, "target_macs": a.target_macs, "rows": rows, "machine": machine()})
     lines = ["| model | family | units (pruned) | MACs kept | params kept | reload / ONNX max diff | time | status |",
              "|---|---|---|---|---|---|---|---|"]
@@ -125,8 +137,6 @@ def main() -> None:
             lines.append(f"| {r['model']} | {r['family']} | {r['units']} ({r['units_pruned']}) | "
                          f"{r['macs_ratio']:.3f} | {r['params_ratio']:.3f} | {r['reload_max_abs_diff']:.1e} / "
                          f"{r['onnx_max_abs_diff']:.1e} | {r['seconds']:.0f} s | {r['status']} |")
-    from _common import RESULTS
-
     (RESULTS / "families.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -54,3 +54,19 @@ def test_user_factory_from_file(tmp_path):
         create_model(f"{tmp_path}/missing.py:make")
     with pytest.raises(EvopruneError, match="not found"):
         create_model(f"{f}:absent")
+
+
+def test_checkpoint_of_a_module_that_reads_its_format_version_reloads(tmp_path):
+    """torchvision's MNASNet checks the state dict's version metadata on load; our files keep tensors only."""
+    import torch
+
+    from evoprune.models import create_model
+    from evoprune.models.checkpoint import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    m = create_model("torchvision:mnasnet0_5", num_classes=10).eval()
+    save_checkpoint(str(tmp_path / "m.pt"), m, {"arch": "torchvision:mnasnet0_5", "model_kwargs": {"num_classes": 10}})
+    again, _ = load_model(str(tmp_path / "m.pt"))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), m(x))

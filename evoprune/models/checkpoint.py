@@ -88,6 +88,13 @@ def load_state_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor], sou
                 f"checkpoint '{source}' does not fit this architecture: '{k}' has shape {tuple(v.shape)}, "
                 f"model expects {tuple(own[k].shape)}; pass the --model/--width it was trained with"
             )
+    if getattr(state_dict, "_metadata", None) is None and getattr(own, "_metadata", None) is not None:
+        # our files keep tensors only; modules that read their format version on load (torchvision's MNASNet)
+        # get the version of the architecture just built
+        import collections
+
+        state_dict = collections.OrderedDict(state_dict)
+        state_dict._metadata = own._metadata  # type: ignore[attr-defined]
     model.load_state_dict(state_dict)
 
 
