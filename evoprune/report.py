@@ -1,9 +1,9 @@
-"""``report.md`` of a prune run directory (what was run, the result, per-unit steps, the plots) and the prune-run
-figures ``evoprune plot RUN_DIR`` redraws."""
+"""``report.md`` of prune and compare run directories (what was run, the result, the tables, the plots) and the
+prune-run figures ``evoprune plot RUN_DIR`` redraws."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 from .errors import EvopruneError
 from .io import atomic_write_text, read_json
@@ -59,6 +59,28 @@ def prune_report(run_dir: Any) -> str:
     lines += ["", f"The pruned network: `model.pt` (reload with `evoprune evaluate --checkpoint {out / 'model.pt'}`, "
               "export with `evoprune export`)."]
     return "\n".join(lines) + "\n"
+
+
+def compare_report(run_dir: Any, summary: Mapping[str, Any], problem: str, table: str) -> Path:
+    """``report.md`` of a compare run: the problem, budget and seeds, the ranking table, the tests and figures."""
+    out = Path(run_dir)
+    lines = [f"# evoprune compare: {out.name}", "", f"- problem: `{problem}`",
+             f"- strategies: {', '.join(f'`{n}`' for n in summary['strategies'])}; budget {summary.get('budget')} "
+             f"evaluations; seeds {', '.join(map(str, summary.get('seeds', [])))}", "", "## Ranking", "",
+             "```", table.rstrip(), "```"]
+    stats = summary.get("statistics")
+    if stats:
+        worse = [n for n, t in stats["tests"].items() if t.get("worse")]
+        lines += ["", f"Best by median {stats['metric']}: `{stats['best']}`; significantly worse (rank-sum vs the "
+                      f"best, Holm, 0.05): {', '.join(f'`{n}`' for n in worse) or 'none'} (`tests.csv`)."]
+    figs = [f for f in ("ecdf.png",) if (out / f).is_file()]
+    if figs:
+        lines += ["", "## Figures", ""] + [f"![{f[:-4]}]({f})" for f in figs]
+    lines += ["", "Per run: `<strategy>/seed<k>/` (result.json, evaluations.csv, logbook.csv); "
+              f"`evoprune plot {out}` draws fronts and convergence."]
+    path = out / REPORT
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 def write_prune_report(run_dir: Any) -> Path:

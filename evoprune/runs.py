@@ -598,8 +598,12 @@ def run_compare(problem: str, problem_params: Mapping[str, Any], out: Union[str,
 
         summary["statistics"] = compare_report(results, prob, run_dir)
     write_summary(run_dir, summary)
+    table = format_table(summary)
+    from evoprune.report import compare_report
+
+    compare_report(run_dir, summary, prob.name, table)
     log("")
-    log(format_table(summary))
+    log(table)
     return {"out": str(run_dir), "problem": prob.name, "ranking": summary["ranking"], "primary": summary["primary"],
             "strategies": {n: {k: v for k, v in s.items()} for n, s in summary["strategies"].items()}}
 

@@ -33,3 +33,13 @@ def test_plot_redraws_a_prune_run(pruned_run, tmp_path):
     assert r.exit_code == 2 and "--overwrite" in r.output
     r = invoke("plot", out, out, "--out", tmp_path / "two")
     assert r.exit_code == 2 and "one prune run" in r.output
+
+
+def test_compare_run_has_a_report(tmp_path):
+    out = tmp_path / "cmp"
+    r = invoke("compare", "--problem", "onemax-k", "--param", "n=30", "--param", "k=10", "--strategies",
+               "ga,random", "--budget", 120, "--seeds", 2, "--out", out)
+    assert r.exit_code == 0, r.output
+    text = (out / "report.md").read_text()
+    assert "onemax-k" in text and "`ga`" in text and "`random`" in text and "budget 120" in text
+    assert "Best by median" in text and "![ecdf](ecdf.png)" in text
