@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from typing import Any, Callable, Dict, Iterable, List, Optional, TypeVar
@@ -131,3 +132,14 @@ ALL = {
     "evaluators": EVALUATORS,
     "selectors": SELECTORS,
 }
+
+
+def accepted_kwargs(fn: Callable) -> Optional[set]:
+    """Keyword names ``fn`` accepts, or ``None`` if it takes ``**kwargs`` (or its signature is unknown)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return {n for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}

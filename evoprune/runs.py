@@ -105,11 +105,10 @@ def _import_problem_modules() -> None:
 
 
 def _accepts(fn: Callable, key: str) -> bool:
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return True
-    return key in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    from evoprune.registry import accepted_kwargs
+
+    allowed = accepted_kwargs(fn)
+    return allowed is None or key in allowed
 
 
 def _names_param(fn: Callable, key: str) -> bool:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import difflib
 import functools
-import inspect
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
 from evoprune.errors import EvopruneError
-from evoprune.registry import OPERATORS
+from evoprune.registry import OPERATORS, accepted_kwargs  # noqa: F401  (accepted_kwargs: used here, re-exported)
 
 KINDS = ("init", "crossover", "mutation", "repair", "selection")
 
@@ -103,17 +102,6 @@ def _finish(kind: str, fn: Any, label: str) -> Callable:
     if getattr(fn, "_evoprune_builtin", False) or getattr(fn, "_evoprune_checked", False):
         return fn
     return checked(kind, fn, label)
-
-
-def accepted_kwargs(fn: Callable) -> Optional[set]:
-    """Keyword names ``fn`` accepts, or ``None`` if it takes ``**kwargs`` (or its signature is unknown)."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return None
-    return {n for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
 def filter_kwargs(allowed: Optional[set], kw: Dict[str, Any]) -> Dict[str, Any]:

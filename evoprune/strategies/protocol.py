@@ -25,11 +25,10 @@ Register with :func:`register_strategy` (name, objectives ``"single"|"multi"|"an
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from evoprune.errors import EvopruneError
-from evoprune.registry import STRATEGIES
+from evoprune.registry import STRATEGIES, accepted_kwargs
 
 from .base import BudgetedEvaluator, Result
 
@@ -93,13 +92,8 @@ def strategy_accepts(fn: Callable, key: str) -> bool:
     names = getattr(fn, "param_names", None)
     if names is not None:
         return key in names
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return True
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return True
-    return key in sig.parameters and key not in ("problem", "budget", "seed", "callback")
+    allowed = accepted_kwargs(fn)
+    return allowed is None or (key in allowed and key not in ("problem", "budget", "seed", "callback"))
 
 
 def accepted(fn: Callable, options: Mapping[str, Any]) -> Dict[str, Any]:
