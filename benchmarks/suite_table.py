@@ -109,12 +109,33 @@ def main() -> None:
             "by_budget": {b: {"strategies": v["strategies"], "friedman": v["friedman"]}
                           for b, v in rep["by_budget"].items()},
             "references": reference_rows(suite), "wall_time_s": time.perf_counter() - t0,
+            "machine": result["machine"], "load_average_1min": os.getloadavg()[0],
             "best_known_methods": sorted({i.best_method.split(" ")[0] for i in suite})}
     result["wall_time_s"] = time.perf_counter() - t_all
     result["load_average_1min"] = os.getloadavg()[0]
+    merge_earlier(result)
     save("suite_table.json", result)
     (RESULTS / "suite_table.md").write_text(markdown(result) + "\n")
     print(markdown(result))
+
+
+def merge_earlier(result: dict) -> None:
+    """Keep the suites of an earlier run that this one did not rerun, when it ran the same settings.
+
+    A suite is an hour of CPU: ``--suites vgg16_w0.25`` must not drop the committed ResNet-20 rows."""
+    path = RESULTS / "suite_table.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    same = ("strategies", "strategy_params", "seeds")
+    if any(old.get(k) != result[k] for k in same) or [int(b) for b in old.get("budgets", [])] != result["budgets"]:
+        print("earlier suite_table.json ran other settings: not merged", flush=True)
+        return
+    for name, s in old.get("suites", {}).items():
+        if name not in result["suites"]:
+            s.setdefault("machine", old.get("machine"))
+            result["suites"][name] = s
+    result["suites"] = {n: result["suites"][n] for n in SUITES if n in result["suites"]}
 
 
 def markdown(r: dict) -> str:
