@@ -36,9 +36,12 @@ class _Seeded:
 
 
 def search_allocation(model: Any, space: Any, loaders: Any, cfg: Any, seeds: List[Mapping[str, float]], seed: int,
-                      log: Callable[[str], None] = print) -> Dict[str, Any]:
+                      log: Callable[[str], None] = print, constraint: str = "project") -> Dict[str, Any]:
     """Run ``cfg.allocation_strategy`` for ``cfg.allocation_budget`` evaluations; returns ``ratios`` (unit -> keep
-    ratio of the best feasible genome), its held-out ``error``, where it came from and the seeds' errors."""
+    ratio of the best feasible genome), its held-out ``error``, where it came from and the seeds' errors.
+
+    ``constraint``: ``"project"`` scales every genome to the budget boundary (each evaluation is a full-budget
+    allocation; ``benchmarks/allocation_search.py`` measured it against ``"penalty"``, the README says how)."""
     from .problems.network_pruning import NetworkPruningProblem
     from .strategies import run_strategy
 
@@ -47,7 +50,7 @@ def search_allocation(model: Any, space: Any, loaders: Any, cfg: Any, seeds: Lis
                                     bn_batches=cfg.bn_batches, eval_batches=cfg.eval_batches,
                                     batch_size=cfg.batch_size, seed=seed, min_ratio=0.05,
                                     importance=cfg.sensitivity_method if cfg.sensitivity_method in ("l1", "bn")
-                                    else "l1", threads=None)
+                                    else "l1", threads=None, constraint=constraint)
     names = problem.unit_names
     S = np.asarray([[float(r.get(u, 1.0)) for u in names] for r in seeds])
     seed_err = problem.evaluate(problem.repair(S))[:, 0]
@@ -65,7 +68,7 @@ def search_allocation(model: Any, space: Any, loaders: Any, cfg: Any, seeds: Lis
         raise EvopruneError("the allocation search found no allocation within the budget; raise "
                             "--allocation-budget or loosen --target-macs/--target-params")
     best = int(np.flatnonzero(feasible)[np.argmin(F[feasible])])
-    counts = problem.counts_of_ratios(G[best][None])[0]
+    counts = problem.counts(G[best][None])[0]
     ratios = {u: float(c) / float(n) for u, c, n in zip(names, counts, problem.sizes)}
     origin = "sensitivity seed" if best == 0 else ("uniform seed" if best < len(S) else cfg.allocation_strategy)
     log(f"allocation search: best held-out error {F[best]:.4f} ({origin}); {problem.evaluations} forwards, "

@@ -91,8 +91,9 @@ def network_problem(model: Optional[str] = None, checkpoint: Optional[str] = Non
     """Load ``checkpoint`` and ``data`` (:func:`evoprune.session.build_setup`) and build the problem.
 
     ``objectives`` defaults to ``("error", objective2)``; ``--param objectives=error --param max_macs=0.33`` gives
-    the single-objective form for ``ga`` / ``cmaes``. Other keywords (``min_ratio``, ``importance``, ``max_macs``,
-    ``max_params``, ``forward``) go to :class:`NetworkPruningProblem`.
+    the single-objective form for ``ga`` / ``cmaes`` (``--param constraint=project``: every genome scaled to the
+    budget boundary). Other keywords (``min_ratio``, ``importance``, ``max_macs``, ``max_params``, ``constraint``,
+    ``forward``) go to :class:`NetworkPruningProblem`.
     """
     from .device import resolve_device
     from .problems.network_pruning import NetworkPruningProblem, _count
@@ -104,12 +105,13 @@ def network_problem(model: Optional[str] = None, checkpoint: Optional[str] = Non
         raise EvopruneError(f"objective2 must be 'macs' or 'params', got {objective2!r}")
     for key in ("bn_batches", "eval_batches", "batch_size", "seed"):
         _count(key, locals()[key], 1 if key in ("batch_size", "eval_batches") else 0)
-    known = {"encoding", "min_ratio", "importance", "max_macs", "max_params", "spread", "forward", "threads", "name"}
+    known = {"encoding", "min_ratio", "importance", "max_macs", "max_params", "spread", "forward", "threads", "name",
+             "constraint"}
     unknown = sorted(set(kw) - known)
     if unknown:
         raise EvopruneError(f"problem 'network' does not take parameter(s) {', '.join(unknown)}; it takes: "
                             "representation, objectives, objective2, min_ratio, bn_batches, eval_batches, batch_size, "
-                            "importance, max_macs, max_params, spread, forward, threads, width")
+                            "importance, max_macs, max_params, constraint, spread, forward, threads, width")
     setup = build_setup(data, data_dir, model, float(width), checkpoint, resolve_device(device),
                         batch_size=int(batch_size), seed=0)
     meta = setup.meta or {}

@@ -147,6 +147,6 @@ def format_table(rows: List[Dict]) -> str:
     head = ["model", "params", "MACs", "of MACs", "test top-1"]
     body = [[r["model"], f"{r['params']:,}", f"{r['macs']:,}", f"{r['macs_fraction']:.3f}", f"{100 * r['test_top1']:.2f} %"]
             for r in rows]
-    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+    from .textable import format_table as text_table
+
+    return text_table(head, body)

@@ -411,11 +411,11 @@ def format_table(summary: Mapping[str, Any]) -> str:
             a = s.get(k)
             row.append("" if a is None else f"{_fmt(a['mean'])} ± {_fmt(a['std'])}")
         rows.append(row)
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
+    from .textable import format_table as text_table
+
     title = f"problem {summary['problem']}: ranked by {summary['primary']} " \
             f"({'higher' if summary['higher_is_better'] else 'lower'} is better)"
-    return "\n".join([title] + lines)
+    return title + "\n" + text_table(header, rows, align="rl" + "r" * (len(header) - 2))
 
 
 def _fmt(x: float) -> str:

@@ -301,9 +301,9 @@ def _write_outputs(out: Path, current: nn.Module, report: "PruneReport", meta: D
     write_json(out / "results.json", report.to_json())
     plot_keep_ratios(report, out / "keep_ratios")
     plot_trajectory(report, out / "trajectory")
-    from .report import write_prune_report
+    from .report import write_report
 
-    write_prune_report(out)  # last: it links the figures above
+    write_report(out)  # last: it links the figures above
 
 
 def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:

@@ -343,6 +343,27 @@ def plot_sensitivity(sens: Any, stem: Any, formats: Sequence[str] = ("png", "svg
     return save_figure(fig, stem, formats)
 
 
+def plot_training(history: Sequence[Mapping[str, Any]], stem: Any, formats: Sequence[str] = ("png", "svg"),
+                  title: str = "Training") -> List[Path]:
+    """Loss and accuracy per epoch of a train/finetune run (``metrics.jsonl`` records)."""
+    ep = [r["epoch"] for r in history]
+    fig = new_figure(9.0, 3.8)
+    ax1, ax2 = fig.add_subplot(121), fig.add_subplot(122)
+    ax1.plot(ep, [r["train_loss"] for r in history], "o-", ms=3, color="tab:blue", label="train loss")
+    if all("test_loss" in r for r in history):
+        ax1.plot(ep, [r["test_loss"] for r in history], "o-", ms=3, color="tab:red", label="test loss")
+    ax2.plot(ep, [100 * r["train_acc"] for r in history], "o-", ms=3, color="tab:blue", label="train top-1")
+    if all("test_top1" in r for r in history):
+        ax2.plot(ep, [100 * r["test_top1"] for r in history], "o-", ms=3, color="tab:red", label="test top-1")
+    for ax, label in ((ax1, "loss"), (ax2, "accuracy (%)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return save_figure(fig, stem, formats)
+
+
 def plot_keep_ratios(report: Any, stem: Any, formats: Sequence[str] = ("png", "svg")) -> List[Path]:
     """Bar chart of the per-unit keep ratio the pipeline applied (network order), labelled kept/original."""
     units = list(report.ratios)

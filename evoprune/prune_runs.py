@@ -72,10 +72,20 @@ def prepare_prune_dir(p: Mapping[str, Any], cfg: PruneConfig, device: Any, defau
     return out
 
 
+def result_table(base: Mapping[str, Any], final: Mapping[str, Any]) -> str:
+    """The original and the pruned network side by side (the table ``prune`` ends with)."""
+    from .report import RESULT_HEADER, result_rows
+    from .textable import format_table
+
+    return format_table(RESULT_HEADER, result_rows(base, final))
+
+
 def allocation_table(plan: Mapping[str, Any], units: Any) -> list:
     """The lines of a dry run's allocation table."""
-    lines = [f"{'unit':<28}{'channels':>9}{'keep':>7}{'ratio':>8}"]
-    lines += [f"{u:<28}{n:>9}{plan['counts'][u]:>7}{plan['ratios'][u]:>8.3f}" for u, n in units]
+    from .textable import format_table
+
+    lines = format_table(["unit", "channels", "keep", "ratio"],
+                         [[u, n, plan["counts"][u], f"{plan['ratios'][u]:.3f}"] for u, n in units]).splitlines()
     lines.append(f"order: {', '.join(plan['order'])}")
     lines.append(f"MACs {plan['base_macs']:,} -> {plan['planned_macs']:,} "
                  f"({plan['planned_macs'] / plan['base_macs']:.3f}); params {plan['base_params']:,} -> "
@@ -145,6 +155,8 @@ def _prune(p: Mapping[str, Any], cfg: PruneConfig, workers: Any, device: Any, ec
             _, report = pipeline.run(s.model, s.loaders, cfg, out=out, resume=p["resume"], meta=s.meta, log=log,
                                      progress=progress, sensitivity=sens,
                                      backend=None if p["workers"] == "serial" else backend)
+        if main:
+            log(result_table(report.base, report.final))
     finally:
         if log_file is not None:
             log_file.close()
@@ -185,9 +197,14 @@ def sensitivity_from_options(p: Mapping[str, Any], *, log: Log = print, default_
         sens = pipeline.compute_sensitivity(s.model, space, s.loaders, cfg, log=log,
                                             backend=None if p["workers"] == "serial" else backend)
     pipeline.save_sensitivity(sens, out)
+    from .report import write_report
+
+    write_report(out)
     score = sens.score()
-    log(f"{'unit':<28}{'channels':>9}  {'mean drop':>9}  accuracy at " + " ".join(f"{r:.1f}" for r in grid))
-    for i, u in enumerate(sens.units):
-        log(f"{u:<28}{sens.sizes[i]:>9}  {score[i]:>9.4f}  " + " ".join(f"{a:.3f}" for a in sens.acc[i]))
+    from .textable import format_table
+
+    log(format_table(["unit", "channels", "mean drop"] + [f"acc@{r:g}" for r in grid],
+                     [[u, sens.sizes[i], f"{score[i]:.4f}"] + [f"{a:.3f}" for a in sens.acc[i]]
+                      for i, u in enumerate(sens.units)]))
     log(f"base calibration accuracy {sens.base_acc:.4f}; {time.perf_counter() - t0:.0f}s; -> {out}")
     return {"out": str(out), **sens.to_json()}

@@ -443,8 +443,12 @@ def run_search(problem: str, problem_params: Mapping[str, Any], out: Union[str, 
         result = run_one(run_dir, strategy, prob, budget, seed, sparams, cfg, checkpoint_every,
                          backend=None if workers == "serial" else backend, log=log)
     log(f"done: {result_line(result, prob)}")
-    return {"out": str(run_dir), "strategy": strategy, "problem": prob.name, "seed": seed,
-            "best_fitness": np.asarray(result.best_fitness).tolist(), **run_indicators(result, prob)}
+    summary = {"out": str(run_dir), "strategy": strategy, "problem": prob.name, "seed": seed,
+               "best_fitness": np.asarray(result.best_fitness).tolist(), **run_indicators(result, prob)}
+    from evoprune.report import write_report
+
+    write_report(run_dir, summary)
+    return summary
 
 
 # ------------------------------------------------------------------------------------------------------- compare

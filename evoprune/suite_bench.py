@@ -209,6 +209,9 @@ def make_report(suite: Suite, traces, labels: Sequence[str], budgets: Sequence[i
         gw.writerow([l] + [repr(summary["by_budget"][str(b)]["strategies"][l]["mean_gap"]) for b in budgets]
                     + [repr(summary["by_budget"][str(b)]["strategies"][l]["median_gap"]) for b in budgets])
     atomic_write_text(out / "gaps.csv", g.getvalue())
+    from .report import suite_report
+
+    atomic_write_text(out / "report.md", suite_report(out, summary))
     return summary
 
 
@@ -222,9 +225,9 @@ def format_gap_table(summary: Mapping[str, Any]) -> str:
     for l in labels:
         rows.append([l] + [f"{100 * summary['by_budget'][str(b)]['strategies'][l]['mean_gap']:.3f}%" for b in budgets]
                     + [f"{last['friedman']['avg_ranks'][l]:.2f}", str(last["strategies"][l]["wins"])])
-    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
-    fmt = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+    from .textable import format_table
+
+    return format_table(head, rows)
 
 
 

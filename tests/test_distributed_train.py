@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 
 TRAIN = ["train", "--model", "vgg11", "--width", "0.125", "--data", "mini-cifar10", "--epochs", "2",
          "--batch-size", "64", "--device", "cpu", "--seed", "0"]
-RUN_FILES = {"config.json", "env.json", "metrics.jsonl", "model.pt", "summary.json", "train_state.pt"}
+RUN_FILES = {"config.json", "env.json", "metrics.jsonl", "model.pt", "summary.json", "train_state.pt", "report.md",
+             "curves.png"}
 
 
 def torchrun(args, nproc: int = 2, timeout: int = 240) -> subprocess.CompletedProcess:

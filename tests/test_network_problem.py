@@ -149,6 +149,35 @@ def test_scalarised_form_skips_infeasible_genomes(problems):
     assert res.evaluations == 8 and res.best_fitness[0] <= 1.0  # found a feasible model
 
 
+def test_projected_genomes_sit_on_the_budget_boundary(problems):
+    p = problems["ratios"]
+    s = p.variant(objectives="error", max_macs=0.3, max_params=0.4, constraint="project")
+    rng = np.random.default_rng(0)
+    G = np.vstack([s.sample(rng, 30), s.full_genome()[None], np.full((1, s.n_var), s.min_ratio)])
+    fr = s.cost_fractions(G)
+    assert np.all(fr["macs"] <= 0.3 + 1e-12) and np.all(fr["params"] <= 0.4 + 1e-12)  # every genome feasible ...
+    # ... and maximal along its ray: a 10 % larger scale breaks a limit (unless every unit is already full)
+    P = s.project(G)
+    Gc = np.clip(G, s.min_ratio, 1.0)
+    for g, r in zip(Gc, P):
+        free = (r > s.min_ratio + 1e-9) & (r < 1.0 - 1e-9)
+        if not free.any():
+            continue
+        t = float(np.median(r[free] / g[free]))
+        assert np.allclose(r[free], np.clip(g * t, s.min_ratio, 1.0)[free])  # the genome's shape, scaled
+        bigger = s._violation(s._fractions(s.counts_of_ratios(np.clip(g * t * 1.1, s.min_ratio, 1.0)[None])))
+        assert bigger[0] > 0
+    use = np.maximum(fr["macs"] / 0.3, fr["params"] / 0.4)
+    assert use.min() > 0.85, use.min()  # rounding to whole channels of 8..64-channel units leaves little slack
+    F = s.evaluate(G[:3])
+    assert np.all(F[:, 0] <= 1.0) and s.cost()["infeasible_skipped"] == 0
+    assert np.allclose(s.measure(G[:3])["error"], F[:, 0])  # measure scores the same projected allocation
+    with pytest.raises(EvopruneError, match="constraint"):
+        p.variant(constraint="clip")
+    with pytest.raises(EvopruneError, match="ratios"):
+        p.variant(representation="masks", constraint="project")
+
+
 def test_old_encoding_spelling_still_works_with_a_warning(problems):
     p = problems["ratios"]
     with pytest.warns(FutureWarning, match="representation"):

@@ -188,7 +188,7 @@ CASES: List[Case] = [
          r"corrupt or truncated"),
     Case("export-out-exists", ["export", "--checkpoint", "{sb}/run/model.pt", "--out", "{sb}/afile"],
          r"afile.*already exists"),
-    Case("plot-not-a-run", ["plot", "{sb}/run", "--out", "{sb}/new"], r"holds no runs"),
+    Case("plot-not-a-run", ["plot", "{sb}/folder_empty", "--out", "{sb}/new"], r"holds no runs"),
 ]
 
 

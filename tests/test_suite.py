@@ -187,8 +187,12 @@ def test_run_suite_reports_gaps_tests_ranks_and_ecdf(tmp_path):
     rep = run_suite(s, ["ga", "random", "ga"], [50, 300], [0, 1, 2], tmp_path / "r",
                     params={"ga+ls": {"local_search": "swap", "pop_size": 10}, "ga": {"pop_size": 10}},
                     labels=["ga", "random", "ga+ls"], log=lambda m: None)
-    for f in ("runs.csv", "tests.csv", "gaps.csv", "summary.json", "ecdf.png", "cd_300.png"):
+    for f in ("runs.csv", "tests.csv", "gaps.csv", "summary.json", "ecdf.png", "cd_300.png", "report.md"):
         assert (tmp_path / "r" / f).exists(), f
+    report = (tmp_path / "r" / "report.md").read_text()
+    ga_row = [ln for ln in report.splitlines() if ln.startswith("| `ga` |")][0]
+    assert f"{100 * rep['by_budget']['300']['strategies']['ga']['mean_gap']:.3f} %" in ga_row
+    assert "![runtime ECDF](ecdf.png)" in report
     by = rep["by_budget"]["300"]["strategies"]
     assert set(by) == {"ga", "random", "ga+ls"} and all(v["mean_gap"] >= -1e-12 for v in by.values())
     assert rep["by_budget"]["300"]["strategies"]["ga"]["mean_gap"] <= rep["by_budget"]["50"]["strategies"]["ga"]["mean_gap"]

@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, Optional
 
 import click
 
-from evoprune.commands.output import Ctx, echo, emit_json, handle_errors  # noqa: F401  (every command uses them)
+from evoprune.commands.output import Ctx, echo, emit_json, handle_errors, one_voice  # noqa: F401  (every command uses them)
 from evoprune.errors import EvopruneError
 
 

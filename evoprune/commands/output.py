@@ -27,6 +27,12 @@ def echo(msg: str = "") -> None:
         click.echo(msg)
 
 
+def one_voice(rank: int) -> None:
+    """Under torchrun the ranks above 0 print nothing but errors (pass as ``on_rank``)."""
+    if rank != 0:
+        Ctx.quiet, Ctx.json = True, False
+
+
 def emit_json(summary: Dict[str, Any]) -> None:
     """With --json, print the machine-readable summary as the last line of stdout."""
     if Ctx.json:

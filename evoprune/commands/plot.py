@@ -1,5 +1,5 @@
 """``evoprune plot``: Pareto fronts and convergence curves of ``search`` / ``compare`` run directories, or the
-figures of a ``prune`` run directory."""
+figures of a ``prune``, ``train``, ``finetune`` or ``sensitivity`` run directory."""
 from __future__ import annotations
 
 import click
@@ -25,14 +25,17 @@ from evoprune.errors import EvopruneError
 @handle_errors
 def plot(runs, out, kind, reference, accuracy, formats, title, overwrite) -> None:
     """Plot Pareto fronts and convergence (mean ± std over seeds) of search/compare runs, or redraw a prune run's
-    keep ratios, accuracy-vs-MACs trajectory and sensitivity curves; PNG and SVG."""
+    keep ratios, accuracy-vs-MACs trajectory and sensitivity curves, a train/finetune run's loss and accuracy
+    curves, or a sensitivity run's curves; PNG and SVG."""
     from evoprune.plot import plot_runs
-    from evoprune.report import is_prune_run, plot_prune_run
+    from evoprune.report import plot_run_dir, run_kind
 
-    if any(is_prune_run(r) for r in runs):
+    kinds = [run_kind(r) for r in runs]
+    if any(k != "search" for k in kinds):
         if len(runs) > 1:
-            raise EvopruneError("plot one prune run directory at a time (or search/compare runs together)")
-        summary = plot_prune_run(runs[0], out, formats, overwrite)
+            k = next(k for k in kinds if k != "search")
+            raise EvopruneError(f"plot one {k} run directory at a time (or search/compare runs together)")
+        summary = plot_run_dir(runs[0], out, formats, overwrite)
     else:
         summary = plot_runs(runs, out, kind, reference, accuracy, formats, title, overwrite)
     for w in summary["files"]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from evoprune.commands.common import (Ctx, apply_config, data_options, default_out, echo, emit_json, handle_errors,
+from evoprune.commands.common import (Ctx, one_voice, apply_config, data_options, default_out, echo, emit_json, handle_errors,
                                       non_negative, positive, run_options, worker_options)
 from evoprune.config import ALLOCATIONS, DEFAULT_TARGET_MACS, PRUNE_DEFAULTS, SEEDINGS
 
@@ -108,10 +108,6 @@ def prune(ctx, **params) -> None:
     """
     p = apply_config(ctx, params, params.pop("config", None))
     from evoprune.prune_runs import prune_from_options
-
-    def one_voice(rank: int) -> None:  # the other ranks print nothing but errors
-        if rank != 0:
-            Ctx.quiet, Ctx.json = True, False
 
     emit_json(prune_from_options(p, log=echo, progress=lambda: not (Ctx.quiet or Ctx.json), on_rank=one_voice,
                                  default_out=default_out("prune")))

@@ -124,10 +124,12 @@ def run_cmd(spec, strategies, strategy_param, budgets, seeds, instances, out, ov
 def list_cmd() -> None:
     """The bundled suites and their instances."""
     from evoprune.suite import bundled_suites, load_suite
+    from evoprune.textable import format_table
 
     rows = {}
     for name, path in bundled_suites().items():
         s = load_suite(path)
         rows[name] = {"instances": len(s), "arch": s.meta.get("arch"), "dataset": s.meta.get("dataset")}
-        echo(f"{name:<24} {len(s):3d} instances  {s.meta.get('arch')} on {s.meta.get('dataset')}")
+    echo(format_table(["suite", "instances", "network", "data"],
+                      [[n, r["instances"], r["arch"], r["dataset"]] for n, r in rows.items()], align="lrll"))
     emit_json(rows)

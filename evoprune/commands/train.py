@@ -1,12 +1,10 @@
 """``evoprune train``: train a zoo model from scratch (resumable), write a checkpoint with metadata."""
 from __future__ import annotations
 
-import time
-
 import click
 
-from evoprune.commands.common import (apply_config, data_kwargs, data_options, default_out, echo, emit_json, handle_errors,
-                                      non_negative, positive, run_options, Ctx)
+from evoprune.commands.common import (Ctx, one_voice, apply_config, data_options, default_out, echo, emit_json, handle_errors,
+                                      non_negative, positive, run_options)
 
 
 @click.command()
@@ -36,69 +34,9 @@ def train(ctx, **params) -> None:
     CPU, NCCL on GPUs): --batch-size is the global batch, split across the N processes; rank 0 logs and writes.
     """
     p = apply_config(ctx, params, params.pop("config", None))
-    from evoprune.device import resolve_device
-    from evoprune.train import TrainConfig, distributed
+    from evoprune.train_runs import train_from_options
 
-    cfg = TrainConfig(epochs=p["epochs"], lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"],
-                      schedule=p["schedule"], label_smoothing=p["label_smoothing"])
-    cfg.validate()
-    with distributed(resolve_device(p["device"])) as (device, rank, world):
-        if rank != 0:  # one voice: the other ranks print nothing but errors
-            Ctx.quiet, Ctx.json = True, False
-        _train(p, cfg, device, rank, world)
-
-
-def _train(p, cfg, device, rank: int, world: int) -> None:
-    from evoprune.device import seed_everything
-    from evoprune.io import environment_info, prepare_run_dir, write_json
-    from evoprune.models import count_params
-    from evoprune.models.checkpoint import save_checkpoint
-    from evoprune.session import build_setup, count_macs
-    from evoprune.train import evaluate, fit, on_rank0
-
-    seed_everything(p["seed"])  # same seed on every rank: same initial weights (DDP also broadcasts rank 0's)
-    s = build_setup(p["data"], p["data_dir"], p["model_name"], p["width"], p["checkpoint"], device,
-                    batch_size=p["batch_size"], seed=p["seed"], calib_size=p["calib_size"],
-                    channels_last=p["channels_last"], **data_kwargs(p))
-
-    def setup_run_dir():
-        out = prepare_run_dir(p["out"] or default_out("train"), p["overwrite"], p["resume"])
-        if p["resume"] and (out / "config.json").exists():
-            from evoprune.io import read_json
-
-            old = read_json(out / "config.json", "run config")
-            diff = [k for k in old if k not in ("resume", "overwrite", "out") and old.get(k) != p.get(k)]
-            if diff:
-                from evoprune.errors import EvopruneError
-
-                raise EvopruneError(f"cannot --resume '{out}': it was made with different settings ({', '.join(diff)})")
-        write_json(out / "config.json", p)
-        write_json(out / "env.json", dict(environment_info(str(device), p["seed"]), world_size=world))
-        return out
-
-    out = on_rank0(setup_run_dir)  # rank 0 creates it; every rank learns its path (or rank 0's error)
-    procs = f" on {world} processes (DDP, {'nccl' if device.type == 'cuda' else 'gloo'})" if world > 1 else ""
-    echo(f"training {p['model_name']} (width {p['width']}) on {s.data.name}: {s.loaders.train.n_images} train / "
-         f"{s.loaders.calib.n_images} calib / {s.loaders.test.n_images} test images, {cfg.epochs} epochs{procs} -> {out}")
-    t0 = time.perf_counter()
-
-    def on_epoch(e, rec):
-        echo(f"epoch {e:3d}  loss {rec['train_loss']:.3f}  train {rec['train_acc']:.3f}  "
-             f"test {rec.get('test_top1', float('nan')):.3f}  ({rec['time_s']:.0f}s)")
-
-    hist = fit(s.model, s.loaders, cfg, device, state_path=str(out / "train_state.pt"),
-               log_path=str(out / "metrics.jsonl"), progress=not (Ctx.quiet or Ctx.json), on_epoch=on_epoch)
-    if rank != 0:
-        return
-    test = evaluate(s.model, s.loaders.test, device)
-    s.model.to("cpu").to(memory_format=__import__("torch").contiguous_format)
-    meta = dict(s.meta, accuracy=test["top1"], top5=test["top5"], epochs=cfg.epochs, seed=p["seed"])
-    save_checkpoint(str(out / "model.pt"), s.model, meta)
-    summary = {"out": str(out), "checkpoint": str(out / "model.pt"), "test_top1": test["top1"],
-               "test_top5": test["top5"], "test_loss": test["loss"], "params": count_params(s.model),
-               "macs": count_macs(s.model, s.data.in_channels, s.data.image_size),
-               "epochs": cfg.epochs, "world_size": world, "wall_time_s": time.perf_counter() - t0, "history": hist}
-    write_json(out / "summary.json", summary)
-    echo(f"test top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f}  params {summary['params']:,}  "
-         f"MACs {summary['macs']:,}  -> {out / 'model.pt'}")
-    emit_json({k: v for k, v in summary.items() if k != "history"})
+    summary = train_from_options(p, log=echo, progress=lambda: not (Ctx.quiet or Ctx.json), on_rank=one_voice,
+                                 default_out=default_out("train"))
+    if summary is not None:
+        emit_json(summary)
