@@ -5,8 +5,10 @@ channels per unit, accuracy after adaptive BN on held-out calibration images -- 
 single-objective form: minimise the error subject to the MACs/params budget (an over-budget genome scores
 ``1 + violation`` without a forward pass). An unseeded search does no better than random sampling at budgets of a
 few hundred evaluations (README), so the first genomes every strategy sees are the sensitivity allocation and the
-uniform one (``problem.sample`` hands them out first); the best feasible genome of the whole run -- seeds included
--- is the allocation. The per-unit selector (the GA by default) then chooses channels at those ratios, as with
+uniform one (``problem.sample`` hands them out first); every genome is projected onto the budget (scaled to the
+largest allocation within it: ``constraint="project"``), so no evaluation is spent over budget; the best genome of
+the whole run -- seeds included -- is the allocation. ``benchmarks/allocation_search.py`` measures it against
+random search. The per-unit selector (the GA by default) then chooses channels at those ratios, as with
 any other allocation.
 """
 from __future__ import annotations
