@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from families import prune_family  # noqa: E402
 
-CHEAP = ["torchvision:resnet18", "torchvision:shufflenet_v2_x0_5", "torchvision:squeezenet1_0",
+CHEAP = ["torchvision:resnet18", "torchvision:shufflenet_v2_x0_5", "torchvision:squeezenet1_1",
          "torchvision:mobilenet_v3_small"]
 
 
