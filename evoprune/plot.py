@@ -231,10 +231,7 @@ def plot_runs(runs: Sequence[str], out: Optional[str] = None, kind: str = "all",
     from evoprune.io import check_output_file
     from evoprune.runs import collect_runs
 
-    fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
-    bad = [f for f in fmts if f not in ("png", "svg", "pdf")]
-    if not fmts or bad:
-        raise EvopruneError(f"--format {formats!r}: use png, svg and/or pdf, comma-separated")
+    fmts = parse_formats(formats)
     found = collect_runs(runs)
     objectives = found[0].objectives
     multi = len(objectives) > 1
@@ -263,6 +260,16 @@ def plot_runs(runs: Sequence[str], out: Optional[str] = None, kind: str = "all",
         written += [str(p) for p in save_figure(fig, out_dir / "convergence", fmts)]
         meta["convergence"] = info
     return {"out": str(out_dir), "files": written, **meta}
+
+
+def parse_formats(formats: Any) -> List[str]:
+    """``"png,svg"`` (or a list) -> ``["png", "svg"]``; anything but png, svg and pdf is a one-line error."""
+    fmts = ([f.strip().lower() for f in formats.split(",") if f.strip()] if isinstance(formats, str)
+            else list(formats))
+    if not fmts or any(f not in ("png", "svg", "pdf") for f in fmts):
+        given = formats if isinstance(formats, str) else ",".join(formats)
+        raise EvopruneError(f"--format {given!r}: use png, svg and/or pdf, comma-separated")
+    return fmts
 
 
 def save_figure(fig: Figure, stem: Any, formats: Sequence[str] = ("png", "svg"), dpi: int = 150) -> List[Path]:

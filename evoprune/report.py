@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import EvopruneError
 from .io import atomic_write_text, read_json
@@ -216,7 +216,7 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def write_report(run_dir: Any, summary: Mapping[str, Any] = None) -> Path:
+def write_report(run_dir: Any, summary: Optional[Mapping[str, Any]] = None) -> Path:
     """Write ``report.md`` into a finished run directory of any kind (``summary``: a search run's summary)."""
     kind = run_kind(run_dir)
     if kind == "search":
@@ -230,14 +230,6 @@ def write_report(run_dir: Any, summary: Mapping[str, Any] = None) -> Path:
     atomic_write_text(path, text)
     return path
 
-
-
-def _formats(formats: Any) -> List[str]:
-    if isinstance(formats, str):
-        formats = [f.strip().lower() for f in formats.split(",") if f.strip()]
-    if not formats or any(f not in ("png", "svg", "pdf") for f in formats):
-        raise EvopruneError(f"--format {','.join(formats)!r}: use png, svg and/or pdf, comma-separated")
-    return list(formats)
 
 
 def _stems(src: Path, kind: str) -> List[str]:
@@ -276,7 +268,9 @@ def plot_run_dir(run_dir: Any, out: Any = None, formats: Any = "png,svg", overwr
     """Redraw the figures of a prune (keep ratios, trajectory, sensitivity), train/finetune (loss and accuracy
     curves) or sensitivity run into ``out`` (default: the run dir; its own figures are replaced only with
     ``overwrite``); ``formats``: comma-separated png, svg, pdf."""
-    formats = _formats(formats)
+    from .plot import parse_formats
+
+    formats = parse_formats(formats)
     src = Path(run_dir)
     kind = run_kind(src)
     if kind == "search":
@@ -298,4 +292,5 @@ def plot_run_dir(run_dir: Any, out: Any = None, formats: Any = "png,svg", overwr
 def draw_run_figures(run_dir: Any) -> List[Path]:
     """The figures a finished train/finetune run keeps beside its report (PNG only: cheap, and what it links)."""
     src = Path(run_dir)
-    return [f for stem in _stems(src, run_kind(src)) for f in _draw(src, run_kind(src), stem, src, ["png"])]
+    kind = run_kind(src)
+    return [f for stem in _stems(src, kind) for f in _draw(src, kind, stem, src, ["png"])]
