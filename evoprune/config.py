@@ -37,7 +37,8 @@ def operator_defaults(fixed_k: bool = True) -> Dict[str, str]:
 
 
 _LATER_FIELDS = {"refit": False, "at_weight": 0.0, "seeding": "none", "allocation": "sensitivity",
-                 "allocation_strategy": "cmaes-1+l", "allocation_budget": 60}  # "none": what runs did before seeding
+                 "allocation_strategy": "cmaes-1+l", "allocation_budget": 60,
+                 "allocation_finetune_steps": 0, "allocation_finalists": 4}  # "none": what runs did before seeding
 
 
 @dataclass
@@ -58,6 +59,8 @@ class PruneConfig:
     allocation: str = "sensitivity"
     allocation_strategy: str = "cmaes-1+l"
     allocation_budget: int = 60             # whole-network evaluations of the allocation search
+    allocation_finetune_steps: int = 0      # > 0: the finalists are re-scored after this many KD steps each
+    allocation_finalists: int = 4           # best distinct allocations re-scored that way
     selector: str = "ga"                    # ga | l1 | bn | taylor | random | thinet | module:fn
     order: str = "sensitivity"              # sensitivity | forward
     sensitivity_method: str = "l1"
@@ -130,6 +133,14 @@ class PruneConfig:
                 or self.allocation_budget < 1:
             raise EvopruneError(f"--allocation-budget must be a positive number of evaluations, got "
                                 f"{self.allocation_budget!r}")
+        for name in ("allocation_finetune_steps", "allocation_finalists"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name.endswith("steps") else 1):
+                raise EvopruneError(f"--{name.replace('_', '-')} must be an integer >= "
+                                    f"{0 if name.endswith('steps') else 1}, got {v!r}")
+        if self.allocation_finetune_steps and self.allocation != "search":
+            raise EvopruneError("--allocation-finetune-steps re-scores the finalists of --allocation search; add "
+                                "--allocation search or drop it")
         if self.allocation == "search":
             if self.target_macs is None and self.target_params is None:
                 raise EvopruneError("--allocation search needs a budget: --target-macs and/or --target-params")

@@ -148,9 +148,10 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
     sens = _sensitivity(model, space0, loaders, cfg, sensitivity, out, wout, log, backend)
 
     # 2. per-unit keep ratios and order
+    loss_fn = kd_loss(teacher, cfg.temperature, cfg.alpha, cfg.at_weight) if cfg.loss == "kd" else ce_loss()
     plan = plan_allocation(space0, cost0, cfg, sens)
     if cfg.allocation == "search":
-        plan = searched_plan(model, space0, cost0, loaders, cfg, sens, plan, out if resume else None, log)
+        plan = searched_plan(model, space0, cost0, loaders, cfg, sens, plan, out if resume else None, log, loss_fn)
     ratios, counts, order = plan["ratios"], plan["counts"], plan["order"]
     if wout is not None:
         write_json(wout / "allocation.json", plan)
@@ -167,7 +168,6 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
         current, pruned, records, done = _load_progress(state_dir, cfg, current)
         if done:
             log(f"resuming after {done} completed unit(s)")
-    loss_fn = kd_loss(teacher, cfg.temperature, cfg.alpha, cfg.at_weight) if cfg.loss == "kd" else ce_loss()
     for i, unit in enumerate(order):
         if i < done:
             continue
@@ -343,7 +343,7 @@ def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:
 
 
 def searched_plan(model: nn.Module, space, cost, loaders: Loaders, cfg: PruneConfig, sens, plan: Dict[str, Any],
-                  resume_from: Optional[Path], log: Log) -> Dict[str, Any]:
+                  resume_from: Optional[Path], log: Log, loss_fn: Any = None) -> Dict[str, Any]:
     """``--allocation search``: the plan of the ratios a search strategy finds, seeded with the sensitivity plan
     and the uniform one (:mod:`evoprune.allocation_search`); on resume, the plan the run already chose."""
     from .allocation_search import search_allocation
@@ -356,9 +356,12 @@ def searched_plan(model: nn.Module, space, cost, loaders: Loaders, cfg: PruneCon
             log("allocation search: reusing the allocation this run chose")
             return dict(plan_allocation(space, cost, dataclasses.replace(cfg, ratios=found["ratios"]), sens),
                         search=found)
+    if cfg.allocation_finetune_steps and torch.distributed.is_available() and torch.distributed.is_initialized():
+        raise EvopruneError("--allocation-finetune-steps fine-tunes the finalists on rank 0 alone: run the search "
+                            "without torchrun (or drop the option), then prune with --ratios <allocation.json ratios>")
     uniform = plan_allocation(space, cost, dataclasses.replace(cfg, uniform=True), sens)
     found = on_rank0(lambda: search_allocation(model, space, loaders, cfg, [plan["ratios"], uniform["ratios"]],
-                                               cfg.seed, log))
+                                               cfg.seed, log, loss_fn=loss_fn))
     return dict(plan_allocation(space, cost, dataclasses.replace(cfg, ratios=found["ratios"]), sens), search=found)
 
 

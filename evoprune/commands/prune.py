@@ -55,6 +55,11 @@ def _common_model_options(f):
 @_option("--allocation-strategy", help="Single-objective strategy of --allocation search (cmaes-1+l, cmaes, random, "
                                        "module:run).")
 @_option("--allocation-budget", type=int, help="Whole-network evaluations of --allocation search.")
+@_option("--allocation-finetune-steps", type=int,
+         help="Re-score the best allocations of --allocation search after this many KD fine-tune steps each, on "
+              "the whole calibration split (0: adaptive-BN accuracy alone).")
+@_option("--allocation-finalists", type=int,
+         help="How many of the best distinct allocations --allocation-finetune-steps re-scores.")
 @click.option("--sensitivity", "sensitivity_file", default=None, type=click.Path(dir_okay=False),
               help="Reuse sensitivity curves (sensitivity.json from 'evoprune sensitivity' or an earlier prune run).")
 @_option("--selector", help="Channel choice: a criterion (l1, bn, taylor, random, thinet, module:function) or a "

@@ -1,0 +1,222 @@
+"""Which part of the pipeline survives fine-tuning? The ablation of the search issue, after the KD fine-tune.
+
+On one baseline, one MACs/params budget and one fine-tune budget (per-unit KD steps + final KD epochs, the same
+optimiser steps for every cell), ``--seeds`` seeds per cell, every cell a normal ``evoprune prune`` run:
+
+* allocation: ``sensitivity`` (the paper) vs ``search`` (``--allocation search``: prune's CMA-ES on the
+  whole-network adaptive-BN accuracy under the budget, seeded with the sensitivity and uniform allocations);
+* channels: ``l1`` (Li et al.) vs ``ga`` (the paper's GA on the two-step fitness, prune's default greedy seeding);
+* ``--refit`` off vs on (ThiNet's least-squares refit of each unit's consumers on the kept channels);
+* plus KD vs KD + attention transfer (``--at-weight``) on the cell with the best mean after fine-tuning.
+
+All cells share one set of sensitivity curves (computed once). Test accuracy right after pruning is the
+prune-only twin of each cell (``--finetune-steps 0 --finetune-epochs 0``) when ``--after-prune`` is given; the
+pipeline's own number after fine-tuning is what the table ranks. Per cell: mean ± std over seeds, the paired
+Wilcoxon signed-rank test and the mean paired difference against ``sensitivity + l1`` without refit (the
+practitioner's pipeline), paired by seed.
+
+Every finished run's ``results.json`` is copied to ``benchmarks/results/ablation<tag>/`` and a run whose copy
+exists is not rerun, so a later session (even on a fresh machine) continues where this one stopped; rerun the same
+command. Results: ``benchmarks/results/ablation<tag>.{json,md}``.
+
+    python benchmarks/ablation.py --seeds 3 --jobs 2     # ~7 min per run on one CPU thread (VGG-16 w0.25)
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import itertools
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from _common import RESULTS, evoprune_cmd, machine, run, save, shared_cifar10
+
+REFERENCE = ("sensitivity", "l1", "off")
+
+
+def cell_name(alloc: str, selector: str, refit: str, at: float = 0.0) -> str:
+    return f"{alloc}-{selector}-refit{refit}" + (f"-at{at:g}" if at else "")
+
+
+def prune_run(name: str, seed: int, extra: list, a, phase: str = "finetuned") -> dict:
+    """One ``evoprune prune`` run; its results.json, from the committed copy when there is one."""
+    keep = a.keep / f"{name}-seed{seed}-{phase}.json"
+    if keep.exists():
+        return json.loads(keep.read_text())
+    out = a.out / f"{name}-seed{seed}-{phase}"
+    if not (out / "results.json").exists():
+        budget = ["--target-macs", str(a.target_macs), "--target-params", str(a.target_params)]
+        ft = ["--finetune-steps", "0", "--finetune-epochs", "0"] if phase == "pruned" else \
+            ["--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(a.finetune_epochs)]
+        cmd = evoprune_cmd("--quiet", "prune", "--checkpoint", a.checkpoint, "--data", a.data, *budget,
+                           "--sensitivity", str(a.sens_file), "--batch-size", str(a.batch_size), *ft,
+                           "--pop-size", str(a.pop_size), "--generations", str(a.generations),
+                           "--allocation-budget", str(a.allocation_budget), "--seed", str(seed),
+                           "--device", "cpu", "--out", str(out), *(["--resume"] if out.exists() else []), *extra)
+        run(cmd, a.out / "log.txt")
+    res = json.loads((out / "results.json").read_text())
+    a.keep.mkdir(parents=True, exist_ok=True)
+    keep.write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def cell_flags(alloc: str, selector: str, refit: str, at: float = 0.0) -> list:
+    return ["--allocation", alloc, "--selector", selector, "--refit" if refit == "on" else "--no-refit",
+            "--at-weight", str(at)]
+
+
+def paired(vals: list, ref: list) -> dict:
+    from scipy import stats
+
+    n = min(len(vals), len(ref))
+    diff = [v - r for v, r in zip(vals[:n], ref[:n])]
+    out = {"n_pairs": n, "mean_diff_pt": 100 * statistics.mean(diff) if n else float("nan")}
+    if n >= 2 and any(d != 0 for d in diff):
+        out["wilcoxon_p"] = float(stats.wilcoxon(vals[:n], ref[:n]).pvalue)
+    return out
+
+
+def fmt(vals: list) -> str:
+    if not vals:
+        return "not run"
+    if len(vals) == 1:
+        return f"{100 * vals[0]:.2f} %"
+    return f"{100 * statistics.mean(vals):.2f} ± {100 * statistics.stdev(vals):.2f} %"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=str(RESULTS / "vgg16_w0.25_e60_cifar10.pt"))
+    ap.add_argument("--data", default=None, help="default: imagefolder:<shared cifar10-jpeg.tar.gz>")
+    ap.add_argument("--target-macs", type=float, default=0.33)
+    ap.add_argument("--target-params", type=float, default=0.125)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--allocations", default="sensitivity,search")
+    ap.add_argument("--selectors", default="l1,ga")
+    ap.add_argument("--refit", default="off,on")
+    ap.add_argument("--at-weight", type=float, default=50.0,
+                    help="attention-transfer weight of the KD+AT cell (0: no AT cell); our AT term sums the squared "
+                         "distance of L2-normalised maps over spatial positions, so Zagoruyko & Komodakis' beta=1000 "
+                         "(a mean over positions, halved) is 500/(H*W) per stage: 0.5 to 125 on 32x32 VGG")
+    ap.add_argument("--after-prune", action="store_true", help="also the prune-only twin of every cell")
+    ap.add_argument("--finetune-steps", type=int, default=30)
+    ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--pop-size", type=int, default=50)
+    ap.add_argument("--generations", type=int, default=60)
+    ap.add_argument("--allocation-budget", type=int, default=60)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--jobs", type=int, default=2, help="prune runs side by side (1 thread each when > 1)")
+    ap.add_argument("--out", default="runs/ablation")
+    ap.add_argument("--tag", default="_vgg16_w0.25_e60")
+    ap.add_argument("--table-only", action="store_true", help="the table of the runs finished so far")
+    a = ap.parse_args()
+    a.data = a.data or f"imagefolder:{shared_cifar10()}"
+    a.out, a.keep = Path(a.out), RESULTS / f"ablation{a.tag}"
+    a.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    a.sens_file = a.keep / "sensitivity.json"  # committed with the runs: every session prunes on the same curves
+    if not a.sens_file.exists() and not a.table_only:
+        sens_dir = a.out / "sensitivity"
+        run(evoprune_cmd("--quiet", "sensitivity", "--checkpoint", a.checkpoint, "--data", a.data, "--device", "cpu",
+                         "--batch-size", str(a.batch_size), "--out", str(sens_dir), "--overwrite"), a.out / "log.txt")
+        a.keep.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sens_dir / "sensitivity.json", a.sens_file)
+    cells = list(itertools.product(a.allocations.split(","), a.selectors.split(","), a.refit.split(",")))
+    # the reference and its opposite corner first: every flag is exercised in the first minutes of a long run
+    corner = cells[-1]
+    cells.sort(key=lambda c: 0 if c == REFERENCE else 1 if c == corner else 2)
+    jobs = [(cell, seed, phase) for seed in range(a.seeds) for cell in cells
+            for phase in (("finetuned", "pruned") if a.after_prune else ("finetuned",))]
+    if a.jobs > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"
+
+    def one(job):
+        cell, seed, phase = job
+        name = cell_name(*cell)
+        if a.table_only:
+            keep = a.keep / f"{name}-seed{seed}-{phase}.json"
+            return json.loads(keep.read_text()) if keep.exists() else None
+        return prune_run(name, seed, cell_flags(*cell), a, phase)
+
+    with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:  # seed by seed: an interrupted session leaves whole seeds
+        results = dict(zip(jobs, pool.map(one, jobs)))
+    table: dict = {}
+    for (cell, seed, phase), res in results.items():
+        if res is None:
+            continue
+        row = table.setdefault(cell_name(*cell), {"allocation": cell[0], "selector": cell[1], "refit": cell[2],
+                                                  "at_weight": 0.0, "finetuned": {}, "pruned": {}})
+        row[phase][seed] = res
+    # KD + AT on the best cell after fine-tuning (by mean over its seeds)
+    done = {k: v for k, v in table.items() if len(v["finetuned"]) == a.seeds}
+    if a.at_weight and done:
+        best = max(done.values(), key=lambda r: statistics.mean(x["final"]["test_top1"] for x in r["finetuned"].values()))
+        cell = (best["allocation"], best["selector"], best["refit"])
+        at_jobs = [(cell, seed) for seed in range(a.seeds)]
+
+        def one_at(job):
+            cell, seed = job
+            name = cell_name(*cell, a.at_weight)
+            if a.table_only:
+                keep = a.keep / f"{name}-seed{seed}-finetuned.json"
+                return json.loads(keep.read_text()) if keep.exists() else None
+            return prune_run(name, seed, cell_flags(*cell, a.at_weight), a)
+
+        with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:
+            for (cell, seed), res in zip(at_jobs, pool.map(one_at, at_jobs)):
+                if res is not None:
+                    row = table.setdefault(cell_name(*cell, a.at_weight), {
+                        "allocation": cell[0], "selector": cell[1], "refit": cell[2], "at_weight": a.at_weight,
+                        "finetuned": {}, "pruned": {}})
+                    row["finetuned"][seed] = res
+    ref = table.get(cell_name(*REFERENCE), {"finetuned": {}})
+    ref_by_seed = {s: r["final"]["test_top1"] for s, r in ref["finetuned"].items()}
+    rows, base = [], None
+    for name, row in table.items():
+        ft = {s: r["final"]["test_top1"] for s, r in sorted(row["finetuned"].items())}
+        pr = {s: r["final"]["test_top1"] for s, r in sorted(row["pruned"].items())}
+        any_run = next(iter(row["finetuned"].values()), None) or next(iter(row["pruned"].values()))
+        base = any_run["base"]
+        common = sorted(set(ft) & set(ref_by_seed))
+        rows.append({"cell": name, "allocation": row["allocation"], "selector": row["selector"], "refit": row["refit"],
+                     "at_weight": row["at_weight"], "seeds": len(ft),
+                     "per_seed_after_finetune": ft, "per_seed_after_prune": pr,
+                     "mean_after_finetune": statistics.mean(ft.values()) if ft else None,
+                     "macs_reduction": any_run["final"]["macs_reduction"],
+                     "params_reduction": any_run["final"]["params_reduction"],
+                     "mean_wall_time_s": statistics.mean(r["wall_time_s"] for r in row["finetuned"].values())
+                     if row["finetuned"] else None,
+                     "vs_reference": paired([ft[s] for s in common], [ref_by_seed[s] for s in common])
+                     if name != cell_name(*REFERENCE) else None})
+    rows.sort(key=lambda r: -(r["mean_after_finetune"] or 0))
+    result = {"checkpoint": a.checkpoint, "base": base, "reference": cell_name(*REFERENCE),
+              "settings": {k: str(v) for k, v in vars(a).items()}, "rows": rows,
+              "invocation_wall_time_s": time.time() - t0, "machine": machine()}
+    save(f"ablation{a.tag}.json", result)
+    md = ["| allocation | channels | refit | KD term | seeds | after fine-tune | after pruning (no fine-tune) | "
+          "vs sensitivity + l1 (paired) | MACs | params | min/run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        v = r["vs_reference"]
+        vs = "reference" if v is None else (f"{v['mean_diff_pt']:+.2f} pt" + (f", p={v['wilcoxon_p']:.2f}"
+                                                                               if "wilcoxon_p" in v else ""))
+        md.append(f"| {r['allocation']} | {r['selector']} | {r['refit']} | "
+                  f"{'KD + AT ' + format(r['at_weight'], 'g') if r['at_weight'] else 'KD'} | {r['seeds']} | "
+                  f"{fmt(list(r['per_seed_after_finetune'].values()))} | "
+                  f"{fmt(list(r['per_seed_after_prune'].values()))} | {vs} | {r['macs_reduction']:.2f}x | "
+                  f"{r['params_reduction']:.2f}x | "
+                  f"{r['mean_wall_time_s'] / 60 if r['mean_wall_time_s'] else float('nan'):.1f} |")
+    if base:
+        md.append(f"\nBaseline `{a.checkpoint}`: test {100 * base['test_top1']:.2f} %, {base['macs']:,} MACs, "
+                  f"{base['params']:,} params. Fine-tune: {a.finetune_steps} KD steps per unit + {a.finetune_epochs} "
+                  f"KD epochs; GA {a.pop_size} x {a.generations}; allocation search {a.allocation_budget} evaluations. "
+                  f"Paired Wilcoxon over seeds (n = 3 cannot reach p < 0.05: its smallest two-sided p is 0.25).")
+    (RESULTS / f"ablation{a.tag}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
