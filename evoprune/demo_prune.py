@@ -4,6 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, List
 
+# small settings so the whole demo stays within minutes on 2 cores; the paper-faithful ones are prune's defaults
+SETTINGS = dict(batch_size=64, pop_size=20, generations=20, finetune_steps=15, finetune_epochs=3, finetune_lr=0.01,
+                bn_batches=2, eval_batches=2, calib_batches=2, stage2_top_k=2, stage2_every=10, finalists=3,
+                sensitivity_ratios=(0.75, 0.5, 0.25))
+
 
 def demo_prune(s, run: Path, target_macs: float, seed: int, base_top1: float, progress: bool,
                log: Callable[[str], None]) -> List[Dict]:
@@ -11,11 +16,7 @@ def demo_prune(s, run: Path, target_macs: float, seed: int, base_top1: float, pr
     from . import pipeline
     from .io import prepare_run_dir
 
-    # small settings so the whole demo stays within minutes on 2 cores; the paper-faithful ones are prune's defaults
-    common = dict(target_macs=target_macs, seed=seed, batch_size=64, pop_size=20, generations=20,
-                  finetune_steps=15, finetune_epochs=3, finetune_lr=0.01, bn_batches=2, eval_batches=2,
-                  calib_batches=2, stage2_top_k=2, stage2_every=10, finalists=3,
-                  sensitivity_ratios=(0.75, 0.5, 0.25))
+    common = dict(SETTINGS, target_macs=target_macs, seed=seed)
     rows = []
     sens = None
     for label, selector in (("GA + two-step fitness", "ga"), ("L1 norm (Li et al.)", "l1")):

@@ -49,7 +49,12 @@ def test_impossible_target_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_end_to_end(tmp_path):
+def test_demo_end_to_end(tmp_path, monkeypatch):
+    from evoprune import demo_prune
+
+    # the whole path at a third of the demo's search and fine-tune (its numbers are the README's, not this test's)
+    monkeypatch.setattr(demo_prune, "SETTINGS", dict(demo_prune.SETTINGS, generations=8, finetune_epochs=1,
+                                                     finetune_steps=5))
     r = CliRunner().invoke(main, ["--quiet", "demo", "--out", str(tmp_path / "d"), "--budget", "24"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "d" / "pareto.png").exists() and (tmp_path / "d" / "summary.json").exists()
