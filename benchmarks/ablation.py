@@ -33,7 +33,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import RESULTS, evoprune_cmd, machine, run, save, shared_cifar10
+from _common import RESULTS, ROOT, evoprune_cmd, machine, run, save, shared_cifar10
 
 REFERENCE = ("sensitivity", "l1", "off")
 
@@ -210,7 +210,7 @@ def main() -> None:
                   f"{r['params_reduction']:.2f}x | "
                   f"{r['mean_wall_time_s'] / 60 if r['mean_wall_time_s'] else float('nan'):.1f} |")
     if base:
-        md.append(f"\nBaseline `{a.checkpoint}`: test {100 * base['test_top1']:.2f} %, {base['macs']:,} MACs, "
+        md.append(f"\nBaseline `{os.path.relpath(a.checkpoint, ROOT)}`: test {100 * base['test_top1']:.2f} %, {base['macs']:,} MACs, "
                   f"{base['params']:,} params. Fine-tune: {a.finetune_steps} KD steps per unit + {a.finetune_epochs} "
                   f"KD epochs; GA {a.pop_size} x {a.generations}; allocation search {a.allocation_budget} evaluations. "
                   f"Paired Wilcoxon over seeds (n = 3 cannot reach p < 0.05: its smallest two-sided p is 0.25).")

@@ -17,8 +17,9 @@ al.'s (2019) controls, with ``--controls``:
   plus our fine-tune epochs at the baseline's LR;
 * ``continue``: the unpruned baseline trained on (cross-entropy) for the same steps as the fine-tunes.
 
-Every run writes ``--out/<name>-seed<S>/result.json`` and is skipped when that exists (resumable; an interrupted
-fine-tune continues from its state file). Results: ``benchmarks/results/peer_torch_pruning<tag>.json``.
+Every run writes ``--out/<name>-seed<S>/result.json`` and a committed copy
+``benchmarks/results/peer_<checkpoint stem>/<name>-seed<S>.json``, and is skipped when either exists (resumable on a fresh
+machine; an interrupted training continues from its state file under ``--out``). Results: ``benchmarks/results/peer_torch_pruning<tag>.json``.
 
     python benchmarks/peer_torch_pruning.py --checkpoint benchmarks/results/vgg16_w0.25_e60_cifar10.pt \\
         --ours runs/reproduce-w0.25/ga-seed0 --seeds 0,1,2 --controls
@@ -50,6 +51,24 @@ def our_budget(run_dir: Path, steps_per_epoch: int) -> dict:
     return {"macs": res["final"]["macs"], "params": res["final"]["params"], "test_top1": res["final"]["test_top1"],
             "steps": steps, "finetune_lr": cfg.get("finetune_lr", 0.01), "finetune_epochs": cfg["finetune_epochs"],
             "units": units, "pruned": res["pruned"], "selector": cfg.get("selector"), "seed": cfg.get("seed")}
+
+
+def budgets_from_reproduction(path: Path, steps_per_epoch: int) -> list:
+    """The per-seed budgets of a committed ``reproduce_cifar10*.json`` (its GA rows) when the run directories are
+    gone (a fresh machine): MACs, params and fine-tune settings from the file, the pruned shapes from the GA seed
+    0 checkpoint the reproduction committed next to it (``<checkpoint stem>_pruned_ga.pt``; every seed prunes to
+    the same per-unit counts)."""
+    import torch
+
+    rep = json.loads(path.read_text())
+    ga = next(r for r in rep["selectors"] if r["selector"] == "ga")
+    ckpt = RESULTS / f"{Path(rep['checkpoint']).stem}_pruned_ga.pt"
+    pruned = torch.load(ckpt, map_location="cpu", weights_only=False)["meta"]["pruned"]
+    st, fin = rep["settings"], rep["paper_method"]
+    steps = int(st["finetune_steps"]) * len(pruned) + int(st["finetune_epochs"]) * steps_per_epoch
+    return [{"macs": fin["macs"], "params": fin["params"], "test_top1": acc, "steps": steps, "finetune_lr": 0.01,
+             "finetune_epochs": int(st["finetune_epochs"]), "units": len(pruned), "pruned": pruned, "selector": "ga",
+             "seed": seed} for seed, acc in enumerate(ga["per_seed_after_finetune"])]
 
 
 def tp_prune(model, example, variant: str, ratio: float):
@@ -116,8 +135,10 @@ def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict,
     from evoprune.train import evaluate
 
     d = out / f"{name}-seed{seed}"
-    if (d / "result.json").exists():
-        return json.loads((d / "result.json").read_text())
+    keep = RESULTS / f"peer_{Path(a.checkpoint).stem}" / f"{name}-seed{seed}.json"  # committed: not rerun
+    for done in (keep, d / "result.json"):
+        if done.exists():
+            return json.loads(done.read_text())
     d.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     loaders.train.seed = seed
@@ -156,6 +177,8 @@ def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict,
            "params": params, "macs_reduction": budget["base_macs"] / macs, "params_reduction": budget["base_params"] / params,
            "steps": budget["steps"], "wall_time_s": time.perf_counter() - t0, **info}
     (d / "result.json").write_text(json.dumps(res, indent=1) + "\n")
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    keep.write_text(json.dumps(res, indent=1) + "\n")
     torch.save({"note": "weights not kept"}, d / "done.pt")
     print(f"{name:>22} seed {seed}: test {100 * test:.2f} %  (after pruning {100 * after_prune:.2f} %)  "
           f"MACs x{res['macs_reduction']:.2f}  params x{res['params_reduction']:.2f}  {res['wall_time_s'] / 60:.1f} min",
@@ -172,7 +195,8 @@ def stats_row(rows: list) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--ours", required=True, nargs="+", help="finished evoprune prune run directories (one per seed)")
+    ap.add_argument("--ours", required=True, nargs="+", help="finished evoprune prune run directories (one per seed), or the reproduction's committed "
+                         "reproduce_cifar10<tag>.json when they are gone")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--runs", default="tp-l1-uniform@macs,tp-l1-uniform@params,tp-group-global@macs,"
                                       "tp-group-global@params")
@@ -196,7 +220,10 @@ def main() -> None:
     example = torch.zeros(1, data.in_channels, data.image_size, data.image_size)
     base_macs, base_params = cost(base, example)
     base_test = evaluate(base, loaders.test)["top1"]
-    ours = [our_budget(Path(r), len(loaders.train)) for r in a.ours]
+    if len(a.ours) == 1 and a.ours[0].endswith(".json"):
+        ours = budgets_from_reproduction(Path(a.ours[0]), len(loaders.train))
+    else:
+        ours = [our_budget(Path(r), len(loaders.train)) for r in a.ours]
     budget = dict(ours[0], base_macs=base_macs, base_params=base_params)
     names = [n for n in a.runs.split(",") if n] + (["scratch", "continue"] if a.controls else [])
     out = Path(a.out)
