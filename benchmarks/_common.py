@@ -53,3 +53,20 @@ def save(name: str, obj: dict) -> Path:
     path.write_text(json.dumps(obj, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def prune_run(flags: list, out: Path, keep: Path | None = None, log: Path | None = None) -> dict:
+    """One ``evoprune prune`` run into ``out`` (resumed when the folder exists); returns its results.json.
+
+    ``keep``: a committed copy of results.json; when it exists the run is not rerun (a fresh machine, where the
+    run folders of an earlier session are gone, continues a benchmark from what was committed)."""
+    if keep is not None and keep.exists():
+        return json.loads(keep.read_text())
+    if not (out / "results.json").exists():
+        run(evoprune_cmd("--quiet", "prune", *flags, "--out", str(out), *(["--resume"] if out.exists() else [])),
+            log)
+    res = json.loads((out / "results.json").read_text())
+    if keep is not None:
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        keep.write_text(json.dumps(res, indent=1) + "\n")
+    return res

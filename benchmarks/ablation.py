@@ -33,7 +33,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import RESULTS, ROOT, evoprune_cmd, machine, run, save, shared_cifar10
+from _common import RESULTS, ROOT, evoprune_cmd, machine, prune_run, run, save, shared_cifar10
 
 REFERENCE = ("sensitivity", "l1", "off")
 
@@ -42,26 +42,17 @@ def cell_name(alloc: str, selector: str, refit: str, at: float = 0.0) -> str:
     return f"{alloc}-{selector}-refit{refit}" + (f"-at{at:g}" if at else "")
 
 
-def prune_run(name: str, seed: int, extra: list, a, phase: str = "finetuned") -> dict:
-    """One ``evoprune prune`` run; its results.json, from the committed copy when there is one."""
-    keep = a.keep / f"{name}-seed{seed}-{phase}.json"
-    if keep.exists():
-        return json.loads(keep.read_text())
-    out = a.out / f"{name}-seed{seed}-{phase}"
-    if not (out / "results.json").exists():
-        budget = ["--target-macs", str(a.target_macs), "--target-params", str(a.target_params)]
-        ft = ["--finetune-steps", "0", "--finetune-epochs", "0"] if phase == "pruned" else \
-            ["--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(a.finetune_epochs)]
-        cmd = evoprune_cmd("--quiet", "prune", "--checkpoint", a.checkpoint, "--data", a.data, *budget,
-                           "--sensitivity", str(a.sens_file), "--batch-size", str(a.batch_size), *ft,
-                           "--pop-size", str(a.pop_size), "--generations", str(a.generations),
-                           "--allocation-budget", str(a.allocation_budget), "--seed", str(seed),
-                           "--device", "cpu", "--out", str(out), *(["--resume"] if out.exists() else []), *extra)
-        run(cmd, a.out / "log.txt")
-    res = json.loads((out / "results.json").read_text())
-    a.keep.mkdir(parents=True, exist_ok=True)
-    keep.write_text(json.dumps(res, indent=1) + "\n")
-    return res
+def prune_one(name: str, seed: int, extra: list, a, phase: str = "finetuned") -> dict:
+    """One cell's ``evoprune prune`` run; its results.json, from the committed copy when there is one."""
+    ft = ["--finetune-steps", "0", "--finetune-epochs", "0"] if phase == "pruned" else \
+        ["--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(a.finetune_epochs)]
+    flags = ["--checkpoint", a.checkpoint, "--data", a.data, "--target-macs", str(a.target_macs),
+             "--target-params", str(a.target_params), "--sensitivity", str(a.sens_file),
+             "--batch-size", str(a.batch_size), *ft, "--pop-size", str(a.pop_size),
+             "--generations", str(a.generations), "--allocation-budget", str(a.allocation_budget),
+             "--seed", str(seed), "--device", "cpu", *extra]
+    stem = f"{name}-seed{seed}-{phase}"
+    return prune_run(flags, a.out / stem, a.keep / f"{stem}.json", a.out / "log.txt")
 
 
 def cell_flags(alloc: str, selector: str, refit: str, at: float = 0.0) -> list:
@@ -140,7 +131,7 @@ def main() -> None:
         if a.table_only:
             keep = a.keep / f"{name}-seed{seed}-{phase}.json"
             return json.loads(keep.read_text()) if keep.exists() else None
-        return prune_run(name, seed, cell_flags(*cell), a, phase)
+        return prune_one(name, seed, cell_flags(*cell), a, phase)
 
     with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:  # seed by seed: an interrupted session leaves whole seeds
         results = dict(zip(jobs, pool.map(one, jobs)))
@@ -164,7 +155,7 @@ def main() -> None:
             if a.table_only:
                 keep = a.keep / f"{name}-seed{seed}-finetuned.json"
                 return json.loads(keep.read_text()) if keep.exists() else None
-            return prune_run(name, seed, cell_flags(*cell, a.at_weight), a)
+            return prune_one(name, seed, cell_flags(*cell, a.at_weight), a)
 
         with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:
             for (cell, seed), res in zip(at_jobs, pool.map(one_at, at_jobs)):

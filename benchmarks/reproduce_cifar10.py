@@ -26,22 +26,18 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import RESULTS, evoprune_cmd, machine, run, save, shared_cifar10
+from _common import RESULTS, evoprune_cmd, machine, prune_run, run, save, shared_cifar10
 
 
-def prune_run(out: Path, a, extra: list, log: Path) -> dict:
-    """One `evoprune prune` run (resumed if its directory exists); returns results.json."""
-    if (out / "results.json").exists():
-        return json.loads((out / "results.json").read_text())
+def prune_one(out: Path, a, extra: list, log: Path) -> dict:
+    """One `evoprune prune` run (resumed if its directory exists, not rerun when its committed copy under
+    ``benchmarks/results/reproduce_cifar10<tag>_runs/`` exists); returns results.json."""
     budget = ["--target-macs", str(a.target_macs), *(["--target-params", str(a.target_params)] if a.target_params else [])]
-    cmd = evoprune_cmd("--quiet", "prune", "--checkpoint", a.checkpoint, "--data", a.data, *budget,
-                       "--sensitivity", str(a.sens_file), "--batch-size", str(a.batch_size),
-                       "--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(a.finetune_epochs),
-                       "--pop-size", str(a.pop_size), "--generations", str(a.generations), "--out", str(out),
-                       "--seeding", a.seeding,
-                       *(["--resume"] if out.exists() else []), *extra)
-    run(cmd, log)
-    return json.loads((out / "results.json").read_text())
+    flags = ["--checkpoint", a.checkpoint, "--data", a.data, *budget,
+             "--sensitivity", str(a.sens_file), "--batch-size", str(a.batch_size),
+             "--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(a.finetune_epochs),
+             "--pop-size", str(a.pop_size), "--generations", str(a.generations), "--seeding", a.seeding, *extra]
+    return prune_run(flags, out, a.keep / f"{out.name}.json", log)
 
 
 def summary(rows: list, key: str) -> str:
@@ -86,10 +82,16 @@ def main() -> None:
     log = out / "log.txt"
     t0 = time.time()
     sens_dir = out / "sensitivity"
-    a.sens_file = sens_dir / "sensitivity.json"
-    if not a.sens_file.exists():
+    a.keep = RESULTS / f"reproduce_cifar10{'_' + a.tag if a.tag else ''}_runs"  # committed: see prune_one
+    a.sens_file = a.keep / "sensitivity.json"
+    if not a.sens_file.exists() and (sens_dir / "sensitivity.json").exists():  # a run folder of an earlier layout
+        a.keep.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sens_dir / "sensitivity.json", a.sens_file)
+    if not a.sens_file.exists() and not a.table_only:
         run(evoprune_cmd("--quiet", "sensitivity", "--checkpoint", a.checkpoint, "--data", a.data,
                          "--batch-size", str(a.batch_size), "--out", str(sens_dir), "--overwrite"), log)
+        a.keep.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sens_dir / "sensitivity.json", a.sens_file)
     jobs = []  # (key, run dir, extra flags); every run is independent once the sensitivity curves exist
     prune_only = [x for x in a.prune_only_selectors.split(",") if x]
     selectors = a.selectors.split(",")
@@ -121,11 +123,12 @@ def main() -> None:
 
     order = sorted(range(len(jobs)), key=rank)
     if a.table_only:  # the runs finished so far (an interrupted session): seeds counted per selector
-        results = {i: json.loads((jobs[i][1] / "results.json").read_text()) for i in order
-                   if (jobs[i][1] / "results.json").exists()}
+        found = {i: next((p for p in (a.keep / f"{jobs[i][1].name}.json", jobs[i][1] / "results.json") if p.exists()),
+                         None) for i in order}
+        results = {i: json.loads(p.read_text()) for i, p in found.items() if p is not None}
     else:
         with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:
-            futs = {i: pool.submit(prune_run, jobs[i][1], a, jobs[i][2], log) for i in order}
+            futs = {i: pool.submit(prune_one, jobs[i][1], a, jobs[i][2], log) for i in order}
             results = {i: f.result() for i, f in futs.items()}
     runs: dict = {}
     ablations = {}
@@ -142,6 +145,8 @@ def main() -> None:
             runs.setdefault(key[:2], []).append(res)
         print(f"{rdir.name}: test {res['final']['test_top1']:.4f}, MACs x{res['final']['macs_reduction']:.2f}, "
               f"params x{res['final']['params_reduction']:.2f}, {res['wall_time_s'] / 60:.1f} min", flush=True)
+    if not runs:
+        raise SystemExit(f"no finished run under {out} or {a.keep}: run without --table-only first")
     base = next(iter(runs.values()))[0]["base"]
     table = []
     for sel in selectors:
@@ -160,7 +165,7 @@ def main() -> None:
                       "wall_time_s": statistics.mean(r["wall_time_s"] for r in (ft or pr))})
     result = {"checkpoint": a.checkpoint, "dataset": "CIFAR-10 (JPEG)", "base": base, "target_macs": a.target_macs,
               "target_params": a.target_params,
-              "settings": {k: v for k, v in vars(a).items() if k not in ("sens_file",)},
+              "settings": {k: v for k, v in vars(a).items() if k not in ("sens_file", "keep")},
               "selectors": table,
               "ablations": {k: {"test_top1": v["final"]["test_top1"], "macs_reduction": v["final"]["macs_reduction"],
                                 "params_reduction": v["final"]["params_reduction"]} for k, v in ablations.items()},
