@@ -173,10 +173,19 @@ def main() -> None:
         any_run = next(iter(row["finetuned"].values()), None) or next(iter(row["pruned"].values()))
         base = any_run["base"]
         common = sorted(set(ft) & set(ref_by_seed))
+        # inside the pipeline: each unit's calibration accuracy right after it was pruned (and refit), before its
+        # KD steps, averaged over units and seeds; and the refit's relative reconstruction error of the consumers
+        units = [u for r in row["finetuned"].values() for u in r["units"]]
+        refit = [c for u in units for c in (u.get("refit") or {}).values()]
         rows.append({"cell": name, "allocation": row["allocation"], "selector": row["selector"], "refit": row["refit"],
                      "at_weight": row["at_weight"], "seeds": len(ft),
                      "per_seed_after_finetune": ft, "per_seed_after_prune": pr,
                      "mean_after_finetune": statistics.mean(ft.values()) if ft else None,
+                     "mean_unit_acc_after_prune": statistics.mean(u["calib_acc_after_prune"] for u in units)
+                     if units else None,
+                     "refit_rel_error": {"before": statistics.mean(c["rel_error_before"] for c in refit),
+                                         "after": statistics.mean(c["rel_error_after"] for c in refit)}
+                     if refit else None,
                      "macs_reduction": any_run["final"]["macs_reduction"],
                      "params_reduction": any_run["final"]["params_reduction"],
                      "mean_wall_time_s": statistics.mean(r["wall_time_s"] for r in row["finetuned"].values())
@@ -188,16 +197,22 @@ def main() -> None:
               "settings": {k: str(v) for k, v in vars(a).items()}, "rows": rows,
               "invocation_wall_time_s": time.time() - t0, "machine": machine()}
     save(f"ablation{a.tag}.json", result)
-    md = ["| allocation | channels | refit | KD term | seeds | after fine-tune | after pruning (no fine-tune) | "
-          "vs sensitivity + l1 (paired) | MACs | params | min/run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    twins = any(r["per_seed_after_prune"] for r in rows)  # the prune-only column only when --after-prune ran
+    md = ["| allocation | channels | refit | KD term | seeds | after fine-tune | vs sensitivity + l1 (paired) | "
+          "per unit, right after pruning it | consumers' reconstruction error (refit) | "
+          + ("after pruning, no fine-tune | " if twins else "") + "MACs | params | min/run |",
+          "|---|---|---|---|---|---|---|---|---|" + ("---|" if twins else "") + "---|---|---|"]
     for r in rows:
         v = r["vs_reference"]
         vs = "reference" if v is None else (f"{v['mean_diff_pt']:+.2f} pt" + (f", p={v['wilcoxon_p']:.2f}"
                                                                                if "wilcoxon_p" in v else ""))
         md.append(f"| {r['allocation']} | {r['selector']} | {r['refit']} | "
                   f"{'KD + AT ' + format(r['at_weight'], 'g') if r['at_weight'] else 'KD'} | {r['seeds']} | "
-                  f"{fmt(list(r['per_seed_after_finetune'].values()))} | "
-                  f"{fmt(list(r['per_seed_after_prune'].values()))} | {vs} | {r['macs_reduction']:.2f}x | "
+                  f"{fmt(list(r['per_seed_after_finetune'].values()))} | {vs} | "
+                  f"{100 * r['mean_unit_acc_after_prune']:.2f} % | "
+                  f"{'%.3f -> %.3f' % (r['refit_rel_error']['before'], r['refit_rel_error']['after']) if r['refit_rel_error'] else ''} | "
+                  + (f"{fmt(list(r['per_seed_after_prune'].values()))} | " if twins else "")
+                  + f"{r['macs_reduction']:.2f}x | "
                   f"{r['params_reduction']:.2f}x | "
                   f"{r['mean_wall_time_s'] / 60 if r['mean_wall_time_s'] else float('nan'):.1f} |")
     if base:
