@@ -193,8 +193,23 @@ def main() -> None:
                      "vs_reference": paired([ft[s] for s in common], [ref_by_seed[s] for s in common])
                      if name != cell_name(*REFERENCE) else None})
     rows.sort(key=lambda r: -(r["mean_after_finetune"] or 0))
+    # main effects of the factorial design: each factor's two levels paired over the other factors and the seeds
+    # (KD only), the Wilcoxon signed-rank test over all those pairs
+    kd = {(r["allocation"], r["selector"], r["refit"]): r["per_seed_after_finetune"] for r in rows if not r["at_weight"]}
+    effects = {}
+    for i, (factor, (lo, hi)) in enumerate((("allocation", ("sensitivity", "search")), ("channels", ("l1", "ga")),
+                                            ("refit", ("off", "on")))):
+        pairs = []
+        for key, per_seed in kd.items():
+            if key[i] != lo:
+                continue
+            other = tuple(hi if j == i else v for j, v in enumerate(key))
+            pairs += [(per_seed[sd], kd[other][sd]) for sd in per_seed if other in kd and sd in kd[other]]
+        if pairs:
+            effects[f"{factor}: {hi} vs {lo}"] = {**paired([b for _, b in pairs], [a for a, _ in pairs]),
+                                                  "wins": sum(b > a for a, b in pairs)}
     result = {"checkpoint": a.checkpoint, "base": base, "reference": cell_name(*REFERENCE),
-              "settings": {k: str(v) for k, v in vars(a).items()}, "rows": rows,
+              "settings": {k: str(v) for k, v in vars(a).items()}, "rows": rows, "main_effects": effects,
               "invocation_wall_time_s": time.time() - t0, "machine": machine()}
     save(f"ablation{a.tag}.json", result)
     twins = any(r["per_seed_after_prune"] for r in rows)  # the prune-only column only when --after-prune ran
@@ -215,6 +230,11 @@ def main() -> None:
                   + f"{r['macs_reduction']:.2f}x | "
                   f"{r['params_reduction']:.2f}x | "
                   f"{r['mean_wall_time_s'] / 60 if r['mean_wall_time_s'] else float('nan'):.1f} |")
+    if effects:
+        md.append("")
+    for k, e in effects.items():
+        md.append(f"- main effect, {k}: {e['mean_diff_pt']:+.2f} pt over {e['n_pairs']} pairs (other factors and seed "
+                  f"equal), better in {e['wins']}" + (f", Wilcoxon p = {e['wilcoxon_p']:.3g}" if "wilcoxon_p" in e else ""))
     if base:
         md.append(f"\nBaseline `{os.path.relpath(a.checkpoint, ROOT)}`: test {100 * base['test_top1']:.2f} %, {base['macs']:,} MACs, "
                   f"{base['params']:,} params. Fine-tune: {a.finetune_steps} KD steps per unit + {a.finetune_epochs} "
