@@ -63,7 +63,7 @@ def budgets_from_reproduction(path: Path, steps_per_epoch: int) -> list:
     rep = json.loads(path.read_text())
     ga = next(r for r in rep["selectors"] if r["selector"] == "ga")
     ckpt = RESULTS / f"{Path(rep['checkpoint']).stem}_pruned_ga.pt"
-    pruned = torch.load(ckpt, map_location="cpu", weights_only=False)["meta"]["pruned"]
+    pruned = torch.load(ckpt, map_location="cpu", weights_only=True)["meta"]["pruned"]
     st, fin = rep["settings"], rep["paper_method"]
     steps = int(st["finetune_steps"]) * len(pruned) + int(st["finetune_epochs"]) * steps_per_epoch
     return [{"macs": fin["macs"], "params": fin["params"], "test_top1": acc, "steps": steps, "finetune_lr": 0.01,
