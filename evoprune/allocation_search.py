@@ -14,8 +14,8 @@ Accuracy right after pruning barely predicts accuracy after fine-tuning (Liu et 
 ``--allocation-finetune-steps N`` the search ends with a second, costlier fidelity (multi-fidelity, as in
 Hyperband-style successive halving): the ``--allocation-finalists`` best distinct allocations are each pruned,
 fine-tuned for ``N`` steps with the run's own loss (KD from the unpruned network) on the same batch stream, and
-re-scored on the whole held-out calibration split; the lowest error after those steps wins. The per-unit selector (the GA by default) then chooses channels at those ratios, as with
-any other allocation.
+re-scored on the whole held-out calibration split; the lowest error after those steps wins. The per-unit
+selector (the GA by default) then chooses channels at those ratios, as with any other allocation.
 """
 from __future__ import annotations
 
@@ -82,20 +82,20 @@ def search_allocation(model: Any, space: Any, loaders: Any, cfg: Any, seeds: Lis
         f"{problem.cache_hits} cache hits, {problem.infeasible} over budget")
     out: Dict[str, Any] = {"error": float(F[best]), "seed_errors": seed_err.tolist(),
                            "evaluations": int(res.evaluations) + len(S), "strategy": cfg.allocation_strategy}
-    steps = int(getattr(cfg, "allocation_finetune_steps", 0) or 0)
+    C = problem.counts(G)
+    steps = cfg.allocation_finetune_steps
     if steps > 0:
-        finals = finalists(problem.counts(G), F, int(cfg.allocation_finalists))
+        finals = finalists(C, F, cfg.allocation_finalists)
         rescored = [finetuned_error(model, problem, G[i], loaders, cfg, steps, seed, loss_fn) for i in finals]
         for i, e in zip(finals, rescored):
             log(f"allocation search: finalist ({origin(i)}) error {F[i]:.4f} -> {e:.4f} after {steps} fine-tune "
                 "steps (whole calibration split)")
         best = finals[int(np.argmin(rescored))]
         out["finalists"] = [{"origin": origin(i), "error": float(F[i]), "finetuned_error": float(e),
-                             "counts": problem.counts(G[i][None])[0].tolist()} for i, e in zip(finals, rescored)]
+                             "counts": C[i].tolist()} for i, e in zip(finals, rescored)]
         out["finetuned_error"] = float(min(rescored))
         out["error"] = float(F[best])
-    counts = problem.counts(G[best][None])[0]
-    out["ratios"] = {u: float(c) / float(n) for u, c, n in zip(names, counts, problem.sizes)}
+    out["ratios"] = {u: float(c) / float(n) for u, c, n in zip(names, C[best], problem.sizes)}
     out["origin"] = origin(best)
     return out
 
@@ -120,14 +120,14 @@ def finetuned_error(model: Any, problem: Any, genome: np.ndarray, loaders: Any, 
     steps (0: adaptive BN alone, on the whole split); every finalist sees the same BN batches and the same batch
     stream (common random numbers)."""
     import copy
-    import dataclasses
 
     import torch
 
     from .distill import kd_loss
+    from .pipeline import short_finetune
     from .pruning.apply import apply
     from .pruning.masked import reestimate_bn
-    from .train import TrainConfig, evaluate, fit
+    from .train import evaluate
 
     device = next(model.parameters()).device
     torch.manual_seed(seed)
@@ -137,9 +137,5 @@ def finetuned_error(model: Any, problem: Any, genome: np.ndarray, loaders: Any, 
     reestimate_bn(net, loaders.train_batches(cfg.bn_batches, seed=seed))
     if loss_fn is None:
         loss_fn = kd_loss(copy.deepcopy(model).eval(), cfg.temperature, cfg.alpha)
-    if steps > 0:
-        train = loaders.train.with_options(shuffle=True, augment=True, seed=seed * 7_919 + 17, shard=(0, 1))
-        fit(net, dataclasses.replace(loaders, train=train),
-            TrainConfig(epochs=max(1, -(-steps // max(1, len(train)))), lr=cfg.finetune_lr, schedule="constant",
-                        max_steps=steps), device, loss_fn=loss_fn, progress=False, evaluate_each_epoch=False)
+    short_finetune(net, loaders, steps, cfg.finetune_lr, seed * 7_919 + 17, loss_fn)
     return 1.0 - float(evaluate(net, loaders.calib_batches(None, batch_size=cfg.batch_size), device)["top1"])

@@ -133,11 +133,10 @@ class PruneConfig:
                 or self.allocation_budget < 1:
             raise EvopruneError(f"--allocation-budget must be a positive number of evaluations, got "
                                 f"{self.allocation_budget!r}")
-        for name in ("allocation_finetune_steps", "allocation_finalists"):
+        for name, least in (("allocation_finetune_steps", 0), ("allocation_finalists", 1)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name.endswith("steps") else 1):
-                raise EvopruneError(f"--{name.replace('_', '-')} must be an integer >= "
-                                    f"{0 if name.endswith('steps') else 1}, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise EvopruneError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {v!r}")
         if self.allocation_finetune_steps and self.allocation != "search":
             raise EvopruneError("--allocation-finetune-steps re-scores the finalists of --allocation search; add "
                                 "--allocation search or drop it")

@@ -63,6 +63,20 @@ def _unit_loaders(loaders: Loaders, seed: int) -> Loaders:
     return dataclasses.replace(loaders, train=train)
 
 
+def short_finetune(model: nn.Module, loaders: Loaders, steps: int, lr: float, seed: int, loss_fn: Any,
+                   progress: bool = False, desc: str = "fine-tune") -> None:
+    """``steps`` fine-tune steps at a constant ``lr`` on the batch stream of ``seed`` (nothing when 0): the
+    pipeline's per-unit steps and the allocation search's finalists."""
+    from .train import TrainConfig, fit
+
+    if steps <= 0:
+        return
+    ul = _unit_loaders(loaders, seed)
+    fit(model, ul, TrainConfig(epochs=max(1, -(-steps // max(1, len(ul.train)))), lr=lr, schedule="constant",
+                               max_steps=steps),
+        _device_of(model), loss_fn=loss_fn, progress=progress, desc=desc, evaluate_each_epoch=False)
+
+
 def _cost_fraction_fn(space, cost, what: str, min_keep: int) -> Callable[[Dict[str, float]], float]:
     from .sensitivity import keep_count
 
@@ -230,7 +244,7 @@ def _prune_unit(current: nn.Module, i: int, unit: str, k: int, x0: torch.Tensor,
     adaptive BN, a short fine-tune; returns the pruned model and the step's record (``kept``: the channels)."""
     from .pruning.apply import apply
     from .pruning.space import PruningSpace
-    from .train import TrainConfig, evaluate, fit, on_rank0
+    from .train import evaluate, on_rank0
 
     t0 = time.perf_counter()
     device = _device_of(current)
@@ -249,11 +263,8 @@ def _prune_unit(current: nn.Module, i: int, unit: str, k: int, x0: torch.Tensor,
     current = apply(current, {unit: mask}, space)
     reestimate_bn(current, loaders.train_batches(cfg.bn_batches, seed=useed))
     after_prune = evaluate(current, calib, device)
-    if cfg.finetune_steps > 0:
-        ul = _unit_loaders(loaders, useed)
-        fit(current, ul, TrainConfig(epochs=max(1, -(-cfg.finetune_steps // max(1, len(ul.train)))),
-                                     lr=cfg.finetune_lr, schedule="constant", max_steps=cfg.finetune_steps),
-            device, loss_fn=loss_fn, progress=progress, desc=f"fine-tune {unit}", evaluate_each_epoch=False)
+    short_finetune(current, loaders, cfg.finetune_steps, cfg.finetune_lr, useed, loss_fn, progress=progress,
+                   desc=f"fine-tune {unit}")
     after_ft = evaluate(current, calib, device)
     rec = {"step": i + 1, "unit": unit, "n": n, "k": k, "calib_acc_after_prune": after_prune["top1"],
            "calib_acc_after_finetune": after_ft["top1"], "macs": None, "params": None,
