@@ -7,7 +7,10 @@ optimiser steps for every cell), ``--seeds`` seeds per cell, every cell a normal
   whole-network adaptive-BN accuracy under the budget, seeded with the sensitivity and uniform allocations);
 * channels: ``l1`` (Li et al.) vs ``ga`` (the paper's GA on the two-step fitness, prune's default greedy seeding);
 * ``--refit`` off vs on (ThiNet's least-squares refit of each unit's consumers on the kept channels);
-* plus KD vs KD + attention transfer (``--at-weight``) on the cell with the best mean after fine-tuning.
+* plus KD vs KD + attention transfer (``--at-weight``) on the grid cell with the best mean after fine-tuning;
+* ``--extra-cells``: more rows at every seed (any allocation/selector/refit, KD term and GA ``--fitness``), e.g.
+  the GA's channels under the best pipeline's refit + AT; ``--long-cells`` with ``--long-finetune-epochs N``: those
+  cells once (seed 0) with an N-epoch final KD fine-tune (the paper's claim is about a converged fine-tune).
 
 All cells share one set of sensitivity curves (computed once). Test accuracy right after pruning is the
 prune-only twin of each cell (``--finetune-steps 0 --finetune-epochs 0``) when ``--after-prune`` is given; the
@@ -20,6 +23,7 @@ exists is not rerun, so a later session (even on a fresh machine) continues wher
 command. Results: ``benchmarks/results/ablation<tag>.{json,md}``.
 
     python benchmarks/ablation.py --seeds 3 --jobs 2     # ~7 min per run on one CPU thread (VGG-16 w0.25)
+    python benchmarks/ablation.py --extra-cells sensitivity/ga/on/50 --long-finetune-epochs 60 --jobs 1
 """
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from _common import RESULTS, ROOT, evoprune_cmd, machine, prune_run, run, save, shared_cifar10
@@ -38,26 +44,65 @@ from _common import RESULTS, ROOT, evoprune_cmd, machine, prune_run, run, save, 
 REFERENCE = ("sensitivity", "l1", "off")
 
 
-def cell_name(alloc: str, selector: str, refit: str, at: float = 0.0) -> str:
-    return f"{alloc}-{selector}-refit{refit}" + (f"-at{at:g}" if at else "")
+@dataclass(frozen=True)
+class Cell:
+    """One configuration of the ablation: the three factors, plus the KD term, fine-tune length and GA fitness
+    of the extra rows (0 / "": the ablation's own fine-tune epochs and prune's default fitness)."""
+
+    allocation: str
+    selector: str
+    refit: str
+    at: float = 0.0
+    epochs: int = 0
+    fitness: str = ""
+
+    @property
+    def name(self) -> str:  # the names of the committed runs: the factors first, every extra only when set
+        return (f"{self.allocation}-{self.selector}-refit{self.refit}" + (f"-at{self.at:g}" if self.at else "")
+                + (f"-ft{self.epochs}" if self.epochs else "") + (f"-fit{self.fitness}" if self.fitness else ""))
+
+    @property
+    def factors(self) -> tuple:
+        return self.allocation, self.selector, self.refit
+
+    def flags(self) -> list:
+        return (["--allocation", self.allocation, "--selector", self.selector,
+                 "--refit" if self.refit == "on" else "--no-refit", "--at-weight", str(self.at)]
+                + (["--fitness", self.fitness] if self.fitness else []))
+
+    @classmethod
+    def parse(cls, spec: str, epochs: int = 0) -> "Cell":
+        """``allocation/selector/refit[/at[/fitness]]``, e.g. ``sensitivity/ga/on/50/reconstruction-refit``."""
+        parts = spec.strip().split("/")
+        if not 3 <= len(parts) <= 5 or parts[2] not in ("on", "off"):
+            sys.exit(f"error: cell '{spec}' is not allocation/selector/on|off[/at-weight[/fitness]]")
+        return cls(*parts[:3], float(parts[3]) if len(parts) > 3 and parts[3] else 0.0, epochs,
+                   parts[4] if len(parts) > 4 else "")
 
 
-def prune_one(name: str, seed: int, extra: list, a, phase: str = "finetuned") -> dict:
+def prune_one(cell: Cell, seed: int, a, phase: str = "finetuned") -> dict:
     """One cell's ``evoprune prune`` run; its results.json, from the committed copy when there is one."""
     ft = ["--finetune-steps", "0", "--finetune-epochs", "0"] if phase == "pruned" else \
-        ["--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(a.finetune_epochs)]
+        ["--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(cell.epochs or a.finetune_epochs)]
     flags = ["--checkpoint", a.checkpoint, "--data", a.data, "--target-macs", str(a.target_macs),
              "--target-params", str(a.target_params), "--sensitivity", str(a.sens_file),
              "--batch-size", str(a.batch_size), *ft, "--pop-size", str(a.pop_size),
              "--generations", str(a.generations), "--allocation-budget", str(a.allocation_budget),
-             "--seed", str(seed), "--device", "cpu", *extra]
-    stem = f"{name}-seed{seed}-{phase}"
+             "--seed", str(seed), "--device", "cpu", *cell.flags()]
+    stem = f"{cell.name}-seed{seed}-{phase}"
+    if a.table_only:
+        keep = a.keep / f"{stem}.json"
+        return json.loads(keep.read_text()) if keep.exists() else None
     return prune_run(flags, a.out / stem, a.keep / f"{stem}.json", a.out / "log.txt")
 
 
-def cell_flags(alloc: str, selector: str, refit: str, at: float = 0.0) -> list:
-    return ["--allocation", alloc, "--selector", selector, "--refit" if refit == "on" else "--no-refit",
-            "--at-weight", str(at)]
+def run_jobs(jobs: list, a, table: dict) -> None:
+    """Run ``(cell, seed, phase)`` jobs ``a.jobs`` at a time (in order: an interrupted session leaves whole seeds)
+    and file each result under its cell in ``table``."""
+    with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:
+        for (cell, seed, phase), res in zip(jobs, pool.map(lambda j: prune_one(*j[:2], a, j[2]), jobs)):
+            if res is not None:
+                table.setdefault(cell, {"finetuned": {}, "pruned": {}})[phase][seed] = res
 
 
 def paired(vals: list, ref: list) -> dict:
@@ -93,6 +138,12 @@ def main() -> None:
                     help="attention-transfer weight of the KD+AT cell (0: no AT cell); our AT term sums the squared "
                          "distance of L2-normalised maps over spatial positions, so Zagoruyko & Komodakis' beta=1000 "
                          "(a mean over positions, halved) is 500/(H*W) per stage: 0.5 to 125 on 32x32 VGG")
+    ap.add_argument("--extra-cells", default="",
+                    help="more cells, each allocation/selector/on|off[/at-weight[/fitness]] (comma-separated), run "
+                         "at every seed beside the grid, e.g. sensitivity/ga/on/50/reconstruction-refit")
+    ap.add_argument("--long-cells", default="sensitivity/l1/on/50",
+                    help="cells (same form) run once (seed 0) with --long-finetune-epochs final KD epochs")
+    ap.add_argument("--long-finetune-epochs", type=int, default=0, help="0: no long runs")
     ap.add_argument("--after-prune", action="store_true", help="also the prune-only twin of every cell")
     ap.add_argument("--finetune-steps", type=int, default=30)
     ap.add_argument("--finetune-epochs", type=int, default=2)
@@ -116,58 +167,30 @@ def main() -> None:
                          "--batch-size", str(a.batch_size), "--out", str(sens_dir), "--overwrite"), a.out / "log.txt")
         a.keep.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(sens_dir / "sensitivity.json", a.sens_file)
-    cells = list(itertools.product(a.allocations.split(","), a.selectors.split(","), a.refit.split(",")))
+    cells = [Cell(*c) for c in itertools.product(a.allocations.split(","), a.selectors.split(","),
+                                                  a.refit.split(","))]
     # the reference and its opposite corner first: every flag is exercised in the first minutes of a long run
     corner = cells[-1]
-    cells.sort(key=lambda c: 0 if c == REFERENCE else 1 if c == corner else 2)
-    jobs = [(cell, seed, phase) for seed in range(a.seeds) for cell in cells
-            for phase in (("finetuned", "pruned") if a.after_prune else ("finetuned",))]
+    cells.sort(key=lambda c: 0 if c.factors == REFERENCE else 1 if c == corner else 2)
+    grid = list(cells)
+    cells += [Cell.parse(c) for c in a.extra_cells.split(",") if c.strip()]
     if a.jobs > 1:
         os.environ["OMP_NUM_THREADS"] = "1"
-
-    def one(job):
-        cell, seed, phase = job
-        name = cell_name(*cell)
-        if a.table_only:
-            keep = a.keep / f"{name}-seed{seed}-{phase}.json"
-            return json.loads(keep.read_text()) if keep.exists() else None
-        return prune_one(name, seed, cell_flags(*cell), a, phase)
-
-    with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:  # seed by seed: an interrupted session leaves whole seeds
-        results = dict(zip(jobs, pool.map(one, jobs)))
     table: dict = {}
-    for (cell, seed, phase), res in results.items():
-        if res is None:
-            continue
-        row = table.setdefault(cell_name(*cell), {"allocation": cell[0], "selector": cell[1], "refit": cell[2],
-                                                  "at_weight": 0.0, "finetuned": {}, "pruned": {}})
-        row[phase][seed] = res
-    # KD + AT on the best cell after fine-tuning (by mean over its seeds)
-    done = {k: v for k, v in table.items() if len(v["finetuned"]) == a.seeds}
+    run_jobs([(cell, seed, phase) for seed in range(a.seeds) for cell in cells
+              for phase in (("finetuned", "pruned") if a.after_prune else ("finetuned",))], a, table)
+    # KD + AT on the best grid cell after fine-tuning (by mean over its seeds)
+    done = [c for c in grid if len(table.get(c, {}).get("finetuned", ())) == a.seeds]
     if a.at_weight and done:
-        best = max(done.values(), key=lambda r: statistics.mean(x["final"]["test_top1"] for x in r["finetuned"].values()))
-        cell = (best["allocation"], best["selector"], best["refit"])
-        at_jobs = [(cell, seed) for seed in range(a.seeds)]
-
-        def one_at(job):
-            cell, seed = job
-            name = cell_name(*cell, a.at_weight)
-            if a.table_only:
-                keep = a.keep / f"{name}-seed{seed}-finetuned.json"
-                return json.loads(keep.read_text()) if keep.exists() else None
-            return prune_one(name, seed, cell_flags(*cell, a.at_weight), a)
-
-        with cf.ThreadPoolExecutor(max(1, a.jobs)) as pool:
-            for (cell, seed), res in zip(at_jobs, pool.map(one_at, at_jobs)):
-                if res is not None:
-                    row = table.setdefault(cell_name(*cell, a.at_weight), {
-                        "allocation": cell[0], "selector": cell[1], "refit": cell[2], "at_weight": a.at_weight,
-                        "finetuned": {}, "pruned": {}})
-                    row["finetuned"][seed] = res
-    ref = table.get(cell_name(*REFERENCE), {"finetuned": {}})
+        best = max(done, key=lambda c: statistics.mean(x["final"]["test_top1"] for x in table[c]["finetuned"].values()))
+        run_jobs([(replace(best, at=a.at_weight), seed, "finetuned") for seed in range(a.seeds)], a, table)
+    # the long fine-tunes: named cells, seed 0, the same pruning with --long-finetune-epochs final KD epochs
+    run_jobs([(Cell.parse(c, a.long_finetune_epochs), 0, "finetuned") for c in a.long_cells.split(",")
+              if c.strip() and a.long_finetune_epochs], a, table)
+    ref = table.get(Cell(*REFERENCE), {"finetuned": {}})
     ref_by_seed = {s: r["final"]["test_top1"] for s, r in ref["finetuned"].items()}
     rows, base = [], None
-    for name, row in table.items():
+    for cell, row in table.items():
         ft = {s: r["final"]["test_top1"] for s, r in sorted(row["finetuned"].items())}
         pr = {s: r["final"]["test_top1"] for s, r in sorted(row["pruned"].items())}
         any_run = next(iter(row["finetuned"].values()), None) or next(iter(row["pruned"].values()))
@@ -177,8 +200,9 @@ def main() -> None:
         # KD steps, averaged over units and seeds; and the refit's relative reconstruction error of the consumers
         units = [u for r in row["finetuned"].values() for u in r["units"]]
         refit = [c for u in units for c in (u.get("refit") or {}).values()]
-        rows.append({"cell": name, "allocation": row["allocation"], "selector": row["selector"], "refit": row["refit"],
-                     "at_weight": row["at_weight"], "seeds": len(ft),
+        rows.append({"cell": cell.name, "allocation": cell.allocation, "selector": cell.selector, "refit": cell.refit,
+                     "at_weight": cell.at, "finetune_epochs": cell.epochs or a.finetune_epochs,
+                     "fitness": cell.fitness or None, "seeds": len(ft),
                      "per_seed_after_finetune": ft, "per_seed_after_prune": pr,
                      "mean_after_finetune": statistics.mean(ft.values()) if ft else None,
                      "mean_unit_acc_after_prune": statistics.mean(u["calib_acc_after_prune"] for u in units)
@@ -191,11 +215,12 @@ def main() -> None:
                      "mean_wall_time_s": statistics.mean(r["wall_time_s"] for r in row["finetuned"].values())
                      if row["finetuned"] else None,
                      "vs_reference": paired([ft[s] for s in common], [ref_by_seed[s] for s in common])
-                     if name != cell_name(*REFERENCE) else None})
+                     if cell != Cell(*REFERENCE) else None})
     rows.sort(key=lambda r: -(r["mean_after_finetune"] or 0))
     # main effects of the factorial design: each factor's two levels paired over the other factors and the seeds
     # (KD only), the Wilcoxon signed-rank test over all those pairs
-    kd = {(r["allocation"], r["selector"], r["refit"]): r["per_seed_after_finetune"] for r in rows if not r["at_weight"]}
+    kd = {(r["allocation"], r["selector"], r["refit"]): r["per_seed_after_finetune"] for r in rows
+          if Cell(r["allocation"], r["selector"], r["refit"]).name == r["cell"]}  # the grid's own cells only
     effects = {}
     for i, (factor, (lo, hi)) in enumerate((("allocation", ("sensitivity", "search")), ("channels", ("l1", "ga")),
                                             ("refit", ("off", "on")))):
@@ -208,7 +233,7 @@ def main() -> None:
         if pairs:
             effects[f"{factor}: {hi} vs {lo}"] = {**paired([b for _, b in pairs], [a for a, _ in pairs]),
                                                   "wins": sum(b > a for a, b in pairs)}
-    result = {"checkpoint": a.checkpoint, "base": base, "reference": cell_name(*REFERENCE),
+    result = {"checkpoint": a.checkpoint, "base": base, "reference": Cell(*REFERENCE).name,
               "settings": {k: str(v) for k, v in vars(a).items()}, "rows": rows, "main_effects": effects,
               "invocation_wall_time_s": time.time() - t0, "machine": machine()}
     save(f"ablation{a.tag}.json", result)
@@ -221,8 +246,10 @@ def main() -> None:
         v = r["vs_reference"]
         vs = "reference" if v is None else (f"{v['mean_diff_pt']:+.2f} pt" + (f", p={v['wilcoxon_p']:.2f}"
                                                                                if "wilcoxon_p" in v else ""))
-        md.append(f"| {r['allocation']} | {r['selector']} | {r['refit']} | "
-                  f"{'KD + AT ' + format(r['at_weight'], 'g') if r['at_weight'] else 'KD'} | {r['seeds']} | "
+        kd_term = ("KD + AT " + format(r["at_weight"], "g") if r["at_weight"] else "KD") + (
+            f", {r['finetune_epochs']} epochs" if r["finetune_epochs"] != a.finetune_epochs else "")
+        md.append(f"| {r['allocation']} | {r['selector']}{' (' + r['fitness'] + ')' if r['fitness'] else ''} | "
+                  f"{r['refit']} | {kd_term} | {r['seeds']} | "
                   f"{fmt(list(r['per_seed_after_finetune'].values()))} | {vs} | "
                   f"{100 * r['mean_unit_acc_after_prune']:.2f} % | "
                   f"{'%.3f -> %.3f' % (r['refit_rel_error']['before'], r['refit_rel_error']['after']) if r['refit_rel_error'] else ''} | "
