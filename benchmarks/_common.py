@@ -70,3 +70,18 @@ def prune_run(flags: list, out: Path, keep: Path | None = None, log: Path | None
         keep.parent.mkdir(parents=True, exist_ok=True)
         keep.write_text(json.dumps(res, indent=1) + "\n")
     return res
+
+
+def step_finetune(model, loaders, steps: int, lr: float, loss_fn, state: Path | None = None) -> None:
+    """Exactly ``steps`` optimiser steps of ``loss_fn`` through :func:`evoprune.train.fit`, cosine over them: the
+    fine-tune of every network a benchmark compares at a fixed step budget (resumable from ``state``)."""
+    import math
+
+    from evoprune.train import TrainConfig, fit
+
+    for p in model.parameters():  # a copy of the teacher inherits its frozen parameters (kd_loss freezes them)
+        p.requires_grad_(True)
+    cfg = TrainConfig(epochs=max(1, math.ceil(steps / len(loaders.train))), lr=lr, schedule="cosine",
+                      max_steps=steps)
+    fit(model, loaders, cfg, loss_fn=loss_fn, state_path=None if state is None else str(state), progress=False,
+        evaluate_each_epoch=False)

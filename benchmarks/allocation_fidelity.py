@@ -32,7 +32,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import RESULTS, machine, save, shared_cifar10
+from _common import RESULTS, machine, save, shared_cifar10, step_finetune
 
 
 def spearman_ci(x: list, y: list, n_boot: int = 2000, seed: int = 0) -> dict:
@@ -81,7 +81,7 @@ def main() -> None:
     from evoprune.pruning.space import PruningSpace
     from evoprune.sensitivity import Sensitivity
     from evoprune.session import build_setup
-    from evoprune.train import TrainConfig, evaluate, fit
+    from evoprune.train import evaluate
 
     keep = RESULTS / f"allocation_fidelity{a.tag}"
     keep.mkdir(parents=True, exist_ok=True)
@@ -156,15 +156,10 @@ def main() -> None:
         # ground truth: the one-shot pruned network, adaptive BN, the full KD fine-tune, test accuracy
         torch.manual_seed(0)
         net = apply(s.model, prob.decode(g), space)
-        for p in net.parameters():
-            p.requires_grad_(True)
         reestimate_bn(net, s.loaders.train_batches(cfg.bn_batches, seed=0))
         row["test_top1_after_prune"] = evaluate(net, s.loaders.test)["top1"]
-        spe = len(s.loaders.train)
         s.loaders.train.seed = 0
-        fit(net, s.loaders, TrainConfig(epochs=max(1, math.ceil(a.full_steps / spe)), lr=cfg.finetune_lr,
-                                        schedule="cosine", max_steps=a.full_steps),
-            loss_fn=full_loss, progress=False, evaluate_each_epoch=False)
+        step_finetune(net, s.loaders, a.full_steps, cfg.finetune_lr, full_loss)
         row["test_top1"] = evaluate(net, s.loaders.test)["top1"]
         row["wall_time_s"] = time.perf_counter() - t0
         path.write_text(json.dumps(row, indent=1) + "\n")

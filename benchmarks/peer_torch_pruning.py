@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from pathlib import Path
 
-from _common import RESULTS, machine, save, shared_cifar10
+from _common import RESULTS, machine, save, shared_cifar10, step_finetune
 
 
 def load_base(checkpoint: str):
@@ -118,14 +117,8 @@ def bisect_ratio(model, example, variant: str, what: str, target: float, iters: 
 
 def finetune(model, teacher, loaders, steps: int, lr: float, state: Path, kd: bool = True):
     from evoprune.distill import ce_loss, kd_loss
-    from evoprune.train import TrainConfig, fit
 
-    for p in model.parameters():  # a copy of the teacher inherits its frozen parameters (kd_loss freezes them)
-        p.requires_grad_(True)
-    spe = len(loaders.train)
-    cfg = TrainConfig(epochs=max(1, math.ceil(steps / spe)), lr=lr, schedule="cosine", max_steps=steps)
-    loss = kd_loss(teacher) if kd else ce_loss()
-    fit(model, loaders, cfg, loss_fn=loss, state_path=str(state), progress=False, evaluate_each_epoch=False)
+    step_finetune(model, loaders, steps, lr, kd_loss(teacher) if kd else ce_loss(), state)
 
 
 def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict, out: Path) -> dict:

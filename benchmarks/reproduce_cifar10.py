@@ -36,7 +36,8 @@ def prune_one(out: Path, a, extra: list, log: Path) -> dict:
     flags = ["--checkpoint", a.checkpoint, "--data", a.data, *budget,
              "--sensitivity", str(a.sens_file), "--batch-size", str(a.batch_size),
              "--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(a.finetune_epochs),
-             "--pop-size", str(a.pop_size), "--generations", str(a.generations), "--seeding", a.seeding, *extra]
+             "--pop-size", str(a.pop_size), "--generations", str(a.generations), "--seeding", a.seeding,
+             "--refit" if a.refit else "--no-refit", *extra]
     return prune_run(flags, out, a.keep / f"{out.name}.json", log)
 
 
@@ -65,6 +66,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--seeding", default="none", choices=["none", "greedy"],
                     help="the GA's start: none is the paper's (random); greedy is prune's default")
+    ap.add_argument("--refit", action="store_true",
+                    help="ThiNet's least-squares refit (prune's default); off by default here: the paper's method")
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--long-finetune-epochs", default="",
                     help="comma list of epoch counts: also run the paper's method (ga, seed 0) with that many final "

@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from _common import RESULTS, evoprune_cmd, machine, run, save, shared_cifar10
+from _common import evoprune_cmd, machine, run, save, shared_cifar10
 
 
 def main() -> None:
@@ -62,8 +62,6 @@ def main() -> None:
 
 def export_partial(a, out: Path) -> None:
     """Checkpoint of an unfinished run's last completed epoch (honestly labelled with the epochs it had)."""
-    import torch
-
     from evoprune.data import load_dataset, make_loaders
     from evoprune.io import load_torch
     from evoprune.models import count_params, create_model

@@ -7,7 +7,8 @@ from typing import Callable, Dict, List
 # small settings so the whole demo stays within minutes on 2 cores; the paper-faithful ones are prune's defaults
 SETTINGS = dict(batch_size=64, pop_size=20, generations=20, finetune_steps=15, finetune_epochs=3, finetune_lr=0.01,
                 bn_batches=2, eval_batches=2, calib_batches=2, stage2_top_k=2, stage2_every=10, finalists=3,
-                sensitivity_ratios=(0.75, 0.5, 0.25))
+                sensitivity_ratios=(0.75, 0.5, 0.25),
+                refit=False)  # the paper's pipeline: the GA's channels vs L1's without prune's default refit
 
 
 def demo_prune(s, run: Path, target_macs: float, seed: int, base_top1: float, progress: bool,

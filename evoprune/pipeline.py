@@ -144,11 +144,11 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
     x0 = example_input(loaders).to(device)
     space0 = PruningSpace(model, x0, exclude=cfg.exclude, min_keep=cfg.min_keep)
     cost0 = CostModel(space0)
-    if cfg.refit:  # every unit's consumers must be refittable: refuse before any work, not midway
-        from .pruning.refit import check_refittable
+    from .pruning.refit import refit_units
 
-        for u in space0.names:
-            check_refittable(model, space0, u)
+    refit, no_refit = refit_units(model, space0, cfg.refit)  # --refit: refused here, before any work, not midway
+    for u, why in no_refit.items():
+        log(f"no refit for {u}: {why}")
     calib = loaders.calib_batches(cfg.eval_batches, batch_size=cfg.batch_size)  # = CalibrationData.held_out
     base_calib = evaluate(model, calib, device)
     base_test = evaluate(model, loaders.test, device)
@@ -186,7 +186,7 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
         if i < done:
             continue
         current, rec = _prune_unit(current, i, unit, counts[unit], x0, loaders, cfg, calib, loss_fn, log, progress,
-                                   backend)
+                                   backend, refit=unit in refit)
         pruned[unit] = rec.pop("kept")
         rec["macs"], rec["params"] = _macs_params(cost0, space0, pruned)
         records.append(rec)
@@ -238,9 +238,9 @@ def _sensitivity(model: nn.Module, space0: Any, loaders: Loaders, cfg: PruneConf
 
 
 def _prune_unit(current: nn.Module, i: int, unit: str, k: int, x0: torch.Tensor, loaders: Loaders,
-                cfg: PruneConfig, calib: Any, loss_fn: Any, log: Log, progress: bool, backend: Any
+                cfg: PruneConfig, calib: Any, loss_fn: Any, log: Log, progress: bool, backend: Any, refit: bool
                 ) -> Tuple[nn.Module, Dict[str, Any]]:
-    """One step of the layer-by-layer loop: choose ``k`` channels of ``unit`` (rank 0), optionally refit, prune,
+    """One step of the layer-by-layer loop: choose ``k`` channels of ``unit`` (rank 0), refit if asked, prune,
     adaptive BN, a short fine-tune; returns the pruned model and the step's record (``kept``: the channels)."""
     from .pruning.apply import apply
     from .pruning.space import PruningSpace
@@ -255,7 +255,7 @@ def _prune_unit(current: nn.Module, i: int, unit: str, k: int, x0: torch.Tensor,
     mask, info = on_rank0(lambda: select_channels(current, space, unit, k, loaders, cfg, useed, log, backend=backend))
     if backend is not None:
         backend.clear_shared()  # the workers' copy of this unit's evaluator is stale after pruning
-    if cfg.refit:
+    if refit:
         from .pruning.refit import refit_unit
 
         info["refit"] = refit_unit(current, space, unit, mask, loaders.train_batches(cfg.calib_batches, seed=useed),

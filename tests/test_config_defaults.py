@@ -35,11 +35,14 @@ def test_default_target_only_when_no_target_of_any_kind():
 
 def test_fingerprints_unchanged_by_the_move():
     # values of the configuration before it moved to evoprune.config: run directories made then still resume
-    # (the GA's greedy seeding came later and changes what the default GA does: seeding="none" is the old GA)
-    assert PruneConfig(seeding="none").fingerprint() == "c6f3f3e5b4f1ce9c"
-    assert PruneConfig(max_drop=0.02, seeding="none").fingerprint() == "710e6ecd4ffa74fb"
-    assert PruneConfig(target_macs=0.5, selector="l1").fingerprint() == "5d9952ed783b1899"  # no GA: no seeding
-    assert PruneConfig().fingerprint() != "c6f3f3e5b4f1ce9c"  # an old default-GA run is not resumed as seeded
+    # (the GA's greedy seeding and the default refit came later and change what the default run does:
+    # seeding="none", refit=False is the old one)
+    assert PruneConfig(seeding="none", refit=False).fingerprint() == "c6f3f3e5b4f1ce9c"
+    assert PruneConfig(max_drop=0.02, seeding="none", refit=False).fingerprint() == "710e6ecd4ffa74fb"
+    assert PruneConfig(target_macs=0.5, selector="l1", refit=False).fingerprint() == "5d9952ed783b1899"  # no GA
+    # an old default run is not resumed as seeded or refit
+    assert PruneConfig().fingerprint() != "c6f3f3e5b4f1ce9c"
+    assert PruneConfig(seeding="none").fingerprint() != "c6f3f3e5b4f1ce9c"
 
 
 def test_pipeline_reexports_the_config():

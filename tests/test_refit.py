@@ -54,6 +54,27 @@ def test_refit_refuses_grouped_consumers():
         refit_unit(model, space, "conv1", mask, [torch.randn(2, 3, 8, 8)])
 
 
+def test_default_refit_skips_the_units_it_cannot_refit_and_refit_insists(monkeypatch):
+    from evoprune.pruning import refit as refit_mod
+    from evoprune.pruning.refit import refit_units
+
+    model = Two(nn.Conv2d(8, 6, 3, padding=1, groups=2)).eval()
+    space = PruningSpace(model, (1, 3, 8, 8), warn=False)
+    units, skipped = refit_units(model, space, None)
+    assert set(space.names) == {"conv1", "conv2"}
+    assert units == ["conv2"] and list(skipped) == ["conv1"] and "grouped/depthwise" in skipped["conv1"]
+    assert refit_units(model, space, False) == ([], {})
+    with pytest.raises(EvopruneError, match=r"^--refit: consumer 'conv2' .*grouped.*\(drop --refit\)$"):
+        refit_units(model, space, True)
+    plain = Two(nn.Conv2d(8, 6, 3, padding=1)).eval()
+    ps = PruningSpace(plain, (1, 3, 8, 8), warn=False)
+    assert refit_units(plain, ps, None) == (ps.names, {})
+    monkeypatch.setattr(refit_mod, "MAX_AUTO_INPUTS", 8 * 9 - 1)  # conv2 reads 8 x 3 x 3 inputs per output
+    units, skipped = refit_units(plain, ps, None)
+    assert units == ["conv2"] and "72 inputs per output" in skipped["conv1"]
+    assert refit_units(plain, ps, True) == (ps.names, {})  # asked for explicitly: no size limit
+
+
 def test_refit_aware_stage1_equals_a_brute_force_refit_per_candidate():
     from evoprune.fitness.refit_aware import RefitReconstructionFitness
 
@@ -102,13 +123,18 @@ def test_prune_with_refit_and_attention_transfer(tiny_checkpoint, tmp_path):
     from prune_helpers import FAST, cli
 
     out = tmp_path / "refit"
-    r = cli("prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", "--selector", "l1", "--refit",
+    r = cli("prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", "--selector", "l1",
             "--at-weight", "50", "--fitness", "reconstruction-refit", *FAST, "--out", out)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
-    assert res["config"]["refit"] and res["config"]["at_weight"] == 50.0
-    for u in res["units"]:  # every consumer's output error after the refit is at most the error before it
-        assert all(v["rel_error_after"] <= v["rel_error_before"] + 1e-9 for v in u["refit"].values())
+    assert res["config"]["refit"] is None and res["config"]["at_weight"] == 50.0  # the default: where it applies
+    for u in res["units"]:  # every unit refit; each consumer's output error after it at most the error before
+        assert u["refit"] and all(v["rel_error_after"] <= v["rel_error_before"] + 1e-9 for v in u["refit"].values())
+    r = cli("prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", "--selector", "l1", "--no-refit",
+            *FAST, "--out", tmp_path / "paper")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "paper" / "results.json").read_text())
+    assert res["config"]["refit"] is False and not any("refit" in u for u in res["units"])
     bad = cli("prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", "--at-weight", "1", "--loss", "ce",
               *FAST, "--out", tmp_path / "bad")
     assert bad.returncode == 2 and "--at-weight" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
@@ -117,5 +143,7 @@ def test_prune_with_refit_and_attention_transfer(tiny_checkpoint, tmp_path):
 def test_fingerprint_of_a_config_without_the_later_options_is_unchanged():
     from evoprune.config import PruneConfig
 
-    assert PruneConfig().fingerprint() == PruneConfig(refit=False, at_weight=0.0).fingerprint()
-    assert PruneConfig(refit=True).fingerprint() != PruneConfig().fingerprint()
+    old = PruneConfig(refit=False, at_weight=0.0)  # what a run made before the refit existed did
+    assert old.fingerprint() == PruneConfig(refit=False).fingerprint()
+    # the default (refit where it applies) is not the old behaviour: an old default run does not resume under it
+    assert len({PruneConfig(refit=r).fingerprint() for r in (None, True, False)}) == 3

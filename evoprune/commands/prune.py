@@ -96,8 +96,10 @@ def _common_model_options(f):
 @_option("--alpha", type=float, callback=non_negative)
 @_option("--at-weight", type=float, callback=non_negative,
          help="Attention-transfer term of the KD loss (Zagoruyko & Komodakis 2017); 0: plain KD.")
-@click.option("--refit/--no-refit", default=PRUNE_DEFAULTS["refit"], show_default=True,
-              help="Least-squares refit of each unit's consumers on the kept channels (ThiNet) before pruning.")
+@click.option("--refit/--no-refit", default=PRUNE_DEFAULTS["refit"],
+              help="Least-squares refit of each unit's consumers on the kept channels (ThiNet) before pruning. "
+                   "Default: every unit whose consumers are plain convolutions or linear layers (the others are "
+                   "logged); --refit refuses a model where one is not, --no-refit is the paper's method.")
 @click.option("--dry-run", is_flag=True, help="Compute sensitivity and show the allocation, prune nothing.")
 @worker_options
 @run_options

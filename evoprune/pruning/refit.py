@@ -14,7 +14,7 @@ No intercept is fitted: a following BatchNorm (re-estimated by adaptive BN) abso
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from evoprune.errors import EvopruneError
 
 DEFAULT_RIDGE = 1e-4
 MAX_POSITIONS = 8192  # input positions sampled per consumer and batch (all of them for small maps)
+# prune's default refits a unit only when each consumer's float64 Gram stays under 512 MiB (8192^2 x 8 bytes):
+# every CIFAR/ImageNet convolution (512 x 3 x 3 = 4608), not an ImageNet VGG's first classifier layer (25088)
+MAX_AUTO_INPUTS = 8192
 
 
 def _patches(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -34,24 +37,51 @@ def _patches(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
+def refit_blocker(model: nn.Module, space: Any, unit: str, max_inputs: Optional[int] = None) -> Optional[str]:
+    """Why ``unit``'s consumers cannot be refit, in one line (``None``: they can). ``max_inputs``: also refuse a
+    consumer whose input patches have more than this many values (its float64 Gram is their square)."""
+    from evoprune.fitness.base import consumers_of
+
+    for c in consumers_of(space, unit, model):
+        m = c.module
+        if isinstance(m, nn.Conv2d):
+            if m.groups != 1:
+                return (f"consumer '{c.name}' of unit '{unit}' is a grouped/depthwise convolution; refit needs plain "
+                        "convolutions or linear layers")
+            if m.padding_mode != "zeros":
+                return f"consumer '{c.name}' pads with '{m.padding_mode}'; only zero padding is supported"
+        elif not isinstance(m, nn.Linear):
+            return (f"consumer '{c.name}' of unit '{unit}' is a {type(m).__name__}, not a convolution or linear "
+                    "layer")
+        d = m.weight[0].numel()
+        if max_inputs is not None and d > max_inputs:
+            return (f"consumer '{c.name}' of unit '{unit}' has {d:,} inputs per output; its Gram matrix would take "
+                    f"{d * d * 8 / 2 ** 30:.1f} GiB")
+    return None
+
+
 def check_refittable(model: nn.Module, space: Any, unit: str) -> List[Any]:
     """The unit's consumers; a one-line error when one is not a plain convolution or linear layer."""
     from evoprune.fitness.base import consumers_of
 
-    cons = consumers_of(space, unit, model)
-    for c in cons:
-        m = c.module
-        if isinstance(m, nn.Conv2d):
-            if m.groups != 1:
-                raise EvopruneError(f"--refit: consumer '{c.name}' of unit '{unit}' is a grouped/depthwise "
-                                    "convolution; refit needs plain convolutions or linear layers (drop --refit)")
-            if m.padding_mode != "zeros":
-                raise EvopruneError(f"--refit: consumer '{c.name}' pads with '{m.padding_mode}'; only zero padding "
-                                    "is supported (drop --refit)")
-        elif not isinstance(m, nn.Linear):
-            raise EvopruneError(f"--refit: consumer '{c.name}' of unit '{unit}' is a {type(m).__name__}, not a "
-                                "convolution or linear layer (drop --refit)")
-    return cons
+    why = refit_blocker(model, space, unit)
+    if why is not None:
+        raise EvopruneError(f"--refit: {why} (drop --refit)")
+    return consumers_of(space, unit, model)
+
+
+def refit_units(model: nn.Module, space: Any, refit: Optional[bool]) -> Tuple[List[str], Dict[str, str]]:
+    """The units whose consumers get the refit, and why the others do not.
+
+    ``True``: every unit (a one-line error, before any work, when one cannot be refit); ``False``: none; ``None``
+    (prune's default): every unit whose consumers are plain convolutions or linear layers with at most
+    :data:`MAX_AUTO_INPUTS` inputs per output, the others skipped with their reason."""
+    if refit is False:
+        return [], {}
+    if refit is True:
+        return [u for u in space.names if check_refittable(model, space, u) is not None], {}
+    why = {u: refit_blocker(model, space, u, MAX_AUTO_INPUTS) for u in space.names}
+    return [u for u, w in why.items() if w is None], {u: w for u, w in why.items() if w is not None}
 
 
 @torch.no_grad()

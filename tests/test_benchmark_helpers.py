@@ -1,0 +1,32 @@
+"""The helpers the benchmark scripts share (benchmarks/_common.py): what their comparisons stand on."""
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _common import step_finetune  # noqa: E402
+
+
+def test_step_finetune_takes_exactly_the_steps_asked_and_trains_a_frozen_copy(tmp_path):
+    from evoprune.data import load_dataset, make_loaders
+    from evoprune.distill import ce_loss
+    from evoprune.models import create_model
+
+    torch.manual_seed(0)
+    loaders = make_loaders(load_dataset("mini-cifar10"), batch_size=256, calib_size=32)
+    model = create_model("vgg11", width=0.125)
+    for p in model.parameters():  # as a copy of a KD teacher arrives: frozen
+        p.requires_grad_(False)
+    before = [p.detach().clone() for p in model.parameters()]
+    calls = []
+    base = ce_loss()
+
+    def counting(m, x, y):
+        calls.append(len(y))
+        return base(m, x, y)
+
+    steps = len(loaders.train) + 2  # across an epoch boundary: the budget is steps, not epochs
+    step_finetune(model, loaders, steps, 0.01, counting, state=tmp_path / "state.pt")
+    assert len(calls) == steps
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if a.ndim > 1)
