@@ -115,6 +115,8 @@ def finetune_loss(p: Mapping[str, Any]) -> str:
     loss = p["loss"] or ("kd" if p["teacher"] else "ce")
     if loss == "kd" and not p["teacher"]:
         raise EvopruneError("--loss kd needs --teacher FILE (the unpruned model the student was pruned from)")
+    if p.get("at_weight") and loss != "kd":
+        raise EvopruneError("--at-weight is a term of the KD loss; use it with --teacher FILE (and --loss kd)")
     return loss
 
 
@@ -138,8 +140,8 @@ def finetune_from_options(p: Mapping[str, Any], *, log: Log = print, progress: P
         teacher, _ = load_model(p["teacher"])
         teacher.to(device)
         check_model_fits_data(teacher, s.data, f"teacher '{p['teacher']}'")
-        return kd_loss(teacher, p["temperature"], p["alpha"])
+        return kd_loss(teacher, p["temperature"], p["alpha"], p.get("at_weight") or 0.0)
 
     return _fit_run(p, cfg, "finetune", width=1.0, model_name=p.get("model_name"), make_loss=make_loss,
                     evaluate_each_epoch=False, log=log, progress=progress, on_rank=on_rank, default_out=default_out,
-                    meta={"finetune_loss": loss}, extra={"loss": loss})
+                    meta={"finetune_loss": loss}, extra={"loss": loss, "at_weight": p.get("at_weight") or 0.0})

@@ -167,3 +167,17 @@ def test_joint_target_that_cannot_be_met_names_the_budget():
         plan_allocation(space, cost, PruneConfig(target_macs=0.5, target_params=0.001), sens)
     with pytest.raises(EvopruneError, match="one kind of target"):
         PruneConfig(target_macs=0.5, max_drop=0.1).validate()
+
+
+def test_finetune_with_attention_transfer_and_its_bad_input(pruned_run, tiny_checkpoint, tmp_path):
+    out, _ = pruned_run
+    r = cli("--json", "finetune", "--checkpoint", out / "model.pt", "--teacher", tiny_checkpoint, "--data",
+            "mini-cifar10", "--epochs", "1", "--batch-size", "256", "--at-weight", "10", "--device", "cpu",
+            "--out", tmp_path / "ft")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["loss"] == "kd" and summary["at_weight"] == 10.0 and (tmp_path / "ft" / "model.pt").exists()
+    r = cli("finetune", "--checkpoint", out / "model.pt", "--data", "mini-cifar10", "--at-weight", "1",
+            "--out", tmp_path / "bad")
+    assert r.returncode == 2 and "--at-weight" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "bad").exists()

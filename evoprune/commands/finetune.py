@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from evoprune.config import PRUNE_DEFAULTS
 from evoprune.commands.common import (Ctx, one_voice, apply_config, data_options, default_out, echo, emit_json, handle_errors,
                                       non_negative, positive, run_options)
 
@@ -13,12 +14,15 @@ from evoprune.commands.common import (Ctx, one_voice, apply_config, data_options
               help="Teacher checkpoint for KD (the unpruned original); without it, cross-entropy.")
 @click.option("--model", "model_name", default=None, help="Architecture, only for plain state-dict files.")
 @data_options
-@click.option("--epochs", default=5, show_default=True, type=int, callback=positive)
-@click.option("--lr", default=0.01, show_default=True, type=float, callback=positive)
-@click.option("--batch-size", default=128, show_default=True, type=int, callback=positive)
+@click.option("--epochs", default=PRUNE_DEFAULTS["finetune_epochs"], show_default=True, type=int, callback=positive)
+@click.option("--lr", default=PRUNE_DEFAULTS["finetune_lr"], show_default=True, type=float, callback=positive)
+@click.option("--batch-size", default=PRUNE_DEFAULTS["batch_size"], show_default=True, type=int, callback=positive)
 @click.option("--loss", default=None, type=click.Choice(["kd", "ce"]), help="Default: kd with --teacher, else ce.")
-@click.option("--temperature", default=4.0, show_default=True, type=float, callback=positive)
-@click.option("--alpha", default=0.9, show_default=True, type=float, callback=non_negative)
+@click.option("--temperature", default=PRUNE_DEFAULTS["temperature"], show_default=True, type=float,
+              callback=positive)
+@click.option("--alpha", default=PRUNE_DEFAULTS["alpha"], show_default=True, type=float, callback=non_negative)
+@click.option("--at-weight", default=PRUNE_DEFAULTS["at_weight"], show_default=True, type=float,
+              callback=non_negative, help="Attention-transfer term of the KD loss, as in prune (0: plain KD).")
 @click.option("--calib-size", default=None, type=int, callback=non_negative)
 @run_options
 @click.pass_context
