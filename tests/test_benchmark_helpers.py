@@ -30,3 +30,20 @@ def test_step_finetune_takes_exactly_the_steps_asked_and_trains_a_frozen_copy(tm
     step_finetune(model, loaders, steps, 0.01, counting, state=tmp_path / "state.pt")
     assert len(calls) == steps
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if a.ndim > 1)
+
+
+def test_reproduction_table_reads_the_committed_results():
+    import json
+
+    from _common import RESULTS
+    from reproduction_table import rows_from, welch
+
+    rows, base = rows_from("vgg16_w0.25_e60")
+    rep = json.loads((RESULTS / "reproduce_cifar10_vgg16_w0.25_e60.json").read_text())
+    assert base == rep["base"]["test_top1"] and rows[0]["run"] == "baseline"
+    kinds = {r["kind"] for r in rows}
+    assert {"ours", "peer", "control", "scratch"} <= kinds
+    ga = next(r for r in rows if r["run"].startswith("ours: GA"))
+    assert ga["per_seed"] == rep["selectors"][0]["per_seed_after_finetune"]
+    assert welch([0.80, 0.81, 0.82], [0.80, 0.81, 0.82])["p_value"] == 1.0 and welch([0.8], [0.7, 0.71]) is None
+    assert rows_from("no-such-tag") == ([], None)
