@@ -147,3 +147,21 @@ def test_fingerprint_of_a_config_without_the_later_options_is_unchanged():
     assert old.fingerprint() == PruneConfig(refit=False).fingerprint()
     # the default (refit where it applies) is not the old behaviour: an old default run does not resume under it
     assert len({PruneConfig(refit=r).fingerprint() for r in (None, True, False)}) == 3
+
+
+def test_pipeline_refits_where_it_can_and_says_where_not():
+    import evoprune
+
+    torch.manual_seed(0)
+    model = Two(nn.Conv2d(8, 6, 3, padding=1, groups=2))
+    model.head = nn.Linear(6, 10)
+    opts = dict(target_macs=0.7, selector="l1", uniform=True, order="forward", finetune_steps=0, finetune_epochs=0,
+                batch_size=32, bn_batches=1, eval_batches=1, calib_batches=1, sensitivity_ratios=(0.5,))
+    logs: list = []
+    _, rep = evoprune.prune(model, "mini-cifar10", log=logs.append, **opts)
+    assert [line for line in logs if line.startswith("refit:")] == [
+        "refit: 1 of 2 units; not conv1 (consumer 'conv2' of unit 'conv1' is a grouped/depthwise convolution; "
+        "refit needs plain convolutions or linear layers)"]
+    assert {u["unit"]: "refit" in u for u in rep.units} == {"conv1": False, "conv2": True}
+    with pytest.raises(EvopruneError, match="grouped"):
+        evoprune.prune(model, "mini-cifar10", refit=True, **opts)
