@@ -74,10 +74,14 @@ class Cell:
     def parse(cls, spec: str, epochs: int = 0) -> "Cell":
         """``allocation/selector/refit[/at[/fitness]]``, e.g. ``sensitivity/ga/on/50/reconstruction-refit``."""
         parts = spec.strip().split("/")
-        if not 3 <= len(parts) <= 5 or parts[2] not in ("on", "off"):
-            sys.exit(f"error: cell '{spec}' is not allocation/selector/on|off[/at-weight[/fitness]]")
-        return cls(*parts[:3], float(parts[3]) if len(parts) > 3 and parts[3] else 0.0, epochs,
-                   parts[4] if len(parts) > 4 else "")
+        try:
+            if not 3 <= len(parts) <= 5 or parts[2] not in ("on", "off"):
+                raise ValueError
+            at = float(parts[3]) if len(parts) > 3 and parts[3] else 0.0
+        except ValueError:
+            print(f"error: cell '{spec}' is not allocation/selector/on|off[/at-weight[/fitness]]", file=sys.stderr)
+            sys.exit(2)
+        return cls(*parts[:3], at, epochs, parts[4] if len(parts) > 4 else "")
 
 
 def prune_one(cell: Cell, seed: int, a, phase: str = "finetuned") -> dict:
@@ -173,7 +177,8 @@ def main() -> None:
     corner = cells[-1]
     cells.sort(key=lambda c: 0 if c.factors == REFERENCE else 1 if c == corner else 2)
     grid = list(cells)
-    cells += [Cell.parse(c) for c in a.extra_cells.split(",") if c.strip()]
+    cells += [c for c in dict.fromkeys(Cell.parse(c) for c in a.extra_cells.split(",") if c.strip())
+              if c not in grid]  # a cell named twice, or already in the grid, runs once
     if a.jobs > 1:
         os.environ["OMP_NUM_THREADS"] = "1"
     table: dict = {}

@@ -157,7 +157,8 @@ def main() -> None:
                "--pop-size", str(a.pop_size), "--generations", str(a.generations), "--stage2-every", "5",
                "--stage2-top-k", "2", "--calib-batches", "4", "--bn-batches", "4", "--eval-batches", "4",
                "--finetune-steps", "1", "--finetune-epochs", "0", "--batch-size", str(a.batch_size),
-               "--device", "cpu", "--seed", "0", "--out", str(out), "--overwrite"]
+               "--device", "cpu", "--seed", "0", "--no-refit",  # the README's figures predate the default refit
+               "--out", str(out), "--overwrite"]
         env = dict(os.environ)
         if a.threads:
             env.update({"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)})

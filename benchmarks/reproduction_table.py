@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 
 from _common import RESULTS, machine, save
 
@@ -71,7 +72,7 @@ def rows_from(tag: str) -> tuple[list, float | None]:
                         "ours", [long["test_top1"]], long["macs_reduction"], long["params_reduction"],
                         minutes=long["wall_time_s"] / 60, steps=f"{long['finetune_epochs']} epochs"))
     for r in sorted((abl or {}).get("rows", []), key=lambda r: (r.get("finetune_epochs") or 0, r["at_weight"])):
-        if not r["at_weight"] and r["cell"] != "sensitivity-l1-refiton":
+        if (not r["at_weight"] and r["cell"] != "sensitivity-l1-refiton") or not r["per_seed_after_finetune"]:
             continue  # the best pipeline's steps: its KD-only twin, then every row with attention transfer
         kd = "KD" + (f" + AT {r['at_weight']:g}" if r["at_weight"] else "")
         what = (f"ours, best pipeline: {r['allocation']} + {r['selector']}"
@@ -110,8 +111,9 @@ def main() -> None:
     a = ap.parse_args()
     rows, base = rows_from(a.tag)
     if not rows:
-        raise SystemExit(f"error: no results with tag {a.tag} under {RESULTS}; run the reproduction first")
-    peers = [r for r in rows if r["kind"] == "peer" and r["macs_reduction"] >= 3.0]
+        print(f"error: no results with tag {a.tag} under {RESULTS}; run the reproduction first", file=sys.stderr)
+        sys.exit(2)
+    peers = [r for r in rows if r["kind"] == "peer" and r["run"].endswith("@ our MACs")]  # equal MACs only
     best_peer = max(peers, key=lambda r: r["mean"]) if peers else None
     scratch = next((r for r in rows if r["kind"] == "scratch"), None)
     for r in rows:
@@ -149,7 +151,7 @@ def main() -> None:
                   f"{'' if m is None or m != m else f'{m:.1f}'} | {test(r.get('vs_best_peer'))} | "
                   f"{test(r.get('vs_scratch'))} |")
     if best_peer:
-        md.append(f"\nBest peer at >= 3x fewer MACs: {best_peer['run']} ({pct(best_peer)}).")
+        md.append(f"\nBest peer at our MACs: {best_peer['run']} ({pct(best_peer)}).")
     for t in targets:
         md.append(f"- target {t['target']}: {'met' if t['met'] else 'missed'} by {abs(t['by_pt']):.2f} pt "
                   f"(best of ours: {t['best_of_ours']}, {t['fine_tune']})")

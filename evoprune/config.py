@@ -191,6 +191,17 @@ class PruneConfig:
         except EvopruneError:
             return True
 
+    def differences(self, stored: Mapping[str, Any]) -> str:
+        """What differs from a run's stored ``config`` (``prune_config.json``), as ``field: then -> now`` pairs;
+        a field the run predates counts with its value from before it existed."""
+        def plain(d: Mapping[str, Any]) -> Dict[str, Any]:  # as JSON holds it: tuples are lists
+            return json.loads(json.dumps(dict(d), default=str))
+
+        now, then = plain(asdict(self)), plain(stored)
+        diff = [f"{k}: {then.get(k, _LATER_FIELDS.get(k))!r} -> {v!r}" for k, v in now.items()
+                if then.get(k, _LATER_FIELDS.get(k)) != v]
+        return "; ".join(diff)
+
     def fingerprint(self) -> str:
         # options added later count only when set, so run directories made before them still resume
         d = {k: v for k, v in asdict(self).items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import PRUNE_DEFAULTS
 from .errors import EvopruneError
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
@@ -27,7 +28,8 @@ def ce_loss(label_smoothing: float = 0.0) -> LossFn:
     return fn
 
 
-def kd_loss(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9, at_weight: float = 0.0) -> LossFn:
+def kd_loss(teacher: nn.Module, temperature: float = PRUNE_DEFAULTS["temperature"],
+            alpha: float = PRUNE_DEFAULTS["alpha"], at_weight: float = PRUNE_DEFAULTS["at_weight"]) -> LossFn:
     """Hinton KD: ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``, plus
     ``at_weight`` times the attention-transfer term (:func:`attention_transfer`; one reading of the paper's
     distillation) when ``at_weight > 0``.

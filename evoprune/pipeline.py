@@ -150,7 +150,7 @@ def run(model: nn.Module, loaders: Loaders, cfg: PruneConfig, out: Optional[Path
     if no_refit:  # one line, however many depthwise units a MobileNet has
         first = next(iter(no_refit.values()))
         log(f"refit: {len(refit)} of {len(space0.names)} units; not {', '.join(no_refit)} ({first}"
-            + (f"; {len(no_refit) - 1} more alike)" if len(no_refit) > 1 else ")"))
+            + (f"; and {len(no_refit) - 1} more)" if len(no_refit) > 1 else ")"))
     calib = loaders.calib_batches(cfg.eval_batches, batch_size=cfg.batch_size)  # = CalibrationData.held_out
     base_calib = evaluate(model, calib, device)
     base_test = evaluate(model, loaders.test, device)

@@ -57,9 +57,14 @@ def prepare_prune_dir(p: Mapping[str, Any], cfg: PruneConfig, device: Any, defau
     out = prepare_run_dir(p["out"] or default_out, p["overwrite"], p["resume"])
     if p["resume"]:
         old = out / "prune_config.json"
-        if old.exists() and read_json(old, "run config").get("fingerprint") != cfg.fingerprint():
-            raise EvopruneError(f"cannot --resume '{out}': it was made with a different configuration; use the same "
-                                "options, or --overwrite to start over")
+        stored = read_json(old, "run config") if old.exists() else {}
+        if old.exists() and stored.get("fingerprint") != cfg.fingerprint():
+            diff = cfg.differences(stored.get("config") or {})
+            hint = " (a run from before the refit became the default: add --no-refit)" \
+                if "refit: False -> None" in diff else ""
+            raise EvopruneError(f"cannot --resume '{out}': it was made with a different configuration"
+                                + (f" ({diff})" if diff else "") + f"; use the same options{hint}, or --overwrite "
+                                "to start over")
         if (out / "config.json").exists():
             before = read_json(out / "config.json", "run config")
             diff = [k for k in RUN_INPUTS

@@ -66,6 +66,8 @@ CASES = [
     (["train", "--model", "{tmp}/nofile.py:make"], "does not exist"),
     (["train", "--epochs", "0"], "must be > 0"),
     (["train", "--batch-size", "-1"], "must be > 0"),
+    (["train", "--lr", "inf"], "must be a finite number"),
+    (["finetune", "--checkpoint", "x.pt", "--at-weight", "nan"], "must be a finite number"),
     (["evaluate", "--checkpoint", "{corrupt}"], "corrupt or truncated|cannot be read"),
     (["evaluate", "--checkpoint", "{truncated}"], "corrupt or truncated|cannot be read"),
     (["evaluate", "--checkpoint", "{tmp}/nothere.pt"], "does not exist"),

@@ -166,3 +166,14 @@ def test_make_toolbox_falls_back_to_the_fixed_k_row(monkeypatch):
                               repair=lambda g, rng: g, evaluate=lambda g: np.zeros((len(g), 1)))
     make_toolbox(problem, seed=0)
     assert asked == OPERATOR_DEFAULTS["fixed_k"]
+
+
+def test_differences_name_the_fields_and_count_later_fields_at_their_old_value():
+    from dataclasses import asdict
+
+    old = asdict(PruneConfig(seeding="none", refit=False))
+    for k in ("refit", "seeding"):  # a run from before these options existed has no such keys
+        old.pop(k)
+    assert PruneConfig(seeding="none", refit=False).differences(old) == ""
+    assert PruneConfig(seeding="none").differences(old) == "refit: False -> None"
+    assert PruneConfig(seeding="none", refit=False, pop_size=7).differences(old) == "pop_size: 50 -> 7"

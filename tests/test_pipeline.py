@@ -67,7 +67,8 @@ def test_resume_with_other_config_refused_and_nothing_lost(pruned_run, tiny_chec
     out, _ = pruned_run
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     r = cli("prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.3", *FAST, "--out", out, "--resume")
-    assert r.returncode == 2 and "different configuration" in r.stderr, r.stderr
+    assert r.returncode == 2 and "different configuration (target_macs: 0.5 -> 0.3)" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 

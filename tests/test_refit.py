@@ -24,9 +24,10 @@ class Two(nn.Module):
         return self.head(y.mean((2, 3)))
 
 
-def test_refit_reaches_the_least_squares_optimum():
+@pytest.mark.parametrize("padding", [1, "same"])
+def test_refit_reaches_the_least_squares_optimum(padding):
     torch.manual_seed(0)
-    model = Two(nn.Conv2d(8, 6, 3, padding=1, bias=False)).eval()
+    model = Two(nn.Conv2d(8, 6, 3, padding=padding, bias=False)).eval()
     x = torch.randn(4, 3, 8, 8)
     space = PruningSpace(model, (1, 3, 8, 8), warn=False)
     mask = np.array([1, 0, 1, 1, 0, 1, 0, 1], dtype=bool)
@@ -44,6 +45,36 @@ def test_refit_reaches_the_least_squares_optimum():
     opt = np.linalg.norm(target - cols[:, keep_cols] @ best) ** 2 / np.linalg.norm(target) ** 2
     r = info["conv2"]
     assert r["rel_error_after"] == pytest.approx(opt, rel=1e-5) and r["rel_error_after"] < r["rel_error_before"]
+
+
+def test_input_grams_in_chunks_equal_the_whole_batch(monkeypatch):
+    from evoprune.pruning import refit as refit_mod
+
+    torch.manual_seed(0)
+    model = Two(nn.Conv2d(8, 6, 3, padding=1)).eval()
+    batches = [torch.randn(5, 3, 8, 8)]
+    whole = refit_mod.input_grams(model, [model.conv2, model.head], batches, max_positions=None)
+    monkeypatch.setattr(refit_mod, "CHUNK_BYTES", 1)  # one image at a time
+    chunked = refit_mod.input_grams(model, [model.conv2, model.head], batches, max_positions=None)
+    assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-9) for a, b in zip(whole, chunked))
+    sampled = refit_mod.input_grams(model, [model.conv2], batches, max_positions=50)[0]
+    assert sampled.shape == whole[0].shape and float(sampled.trace()) < float(whole[0].trace())
+
+
+def test_refit_skips_a_consumer_with_a_computed_weight():
+    from torch.nn.utils import parametrize
+
+    from evoprune.pruning.refit import refit_units
+
+    class Scaled(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    model = Two(nn.Conv2d(8, 6, 3, padding=1)).eval()
+    parametrize.register_parametrization(model.conv2, "weight", Scaled())
+    space = PruningSpace(model, (1, 3, 8, 8), warn=False)
+    units, skipped = refit_units(model, space, None)
+    assert "conv1" not in units and "computes its weight" in skipped["conv1"]
 
 
 def test_refit_refuses_grouped_consumers():

@@ -47,13 +47,13 @@ def apply_config(ctx: click.Context, params: Dict[str, Any], config: Optional[st
 def positive(ctx, param, value):
     if value is not None and value <= 0:
         raise click.BadParameter(f"must be > 0, got {value}")
-    return value
+    return finite(ctx, param, value)  # nan and inf pass the comparison
 
 
 def non_negative(ctx, param, value):
     if value is not None and value < 0:
         raise click.BadParameter(f"must be >= 0, got {value}")
-    return value
+    return finite(ctx, param, value)
 
 
 def unit_interval(ctx, param, value):

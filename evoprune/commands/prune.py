@@ -98,8 +98,9 @@ def _common_model_options(f):
          help="Attention-transfer term of the KD loss (Zagoruyko & Komodakis 2017); 0: plain KD.")
 @click.option("--refit/--no-refit", default=PRUNE_DEFAULTS["refit"],
               help="Least-squares refit of each unit's consumers on the kept channels (ThiNet) before pruning. "
-                   "Default: every unit whose consumers are plain convolutions or linear layers (the others are "
-                   "logged); --refit refuses a model where one is not, --no-refit is the paper's method.")
+                   "Default: every unit whose consumers it can refit (ungrouped zero-padded convolutions or linear "
+                   "layers, plain weights, a Gram under 512 MiB; the others are logged); --refit refuses a model "
+                   "where one is not, --no-refit is the paper's method.")
 @click.option("--dry-run", is_flag=True, help="Compute sensitivity and show the allocation, prune nothing.")
 @worker_options
 @run_options

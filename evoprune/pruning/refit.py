@@ -27,23 +27,40 @@ MAX_POSITIONS = 8192  # input positions sampled per consumer and batch (all of t
 # prune's default refits a unit only when each consumer's float64 Gram stays under 512 MiB (8192^2 x 8 bytes):
 # every CIFAR/ImageNet convolution (512 x 3 x 3 = 4608), not an ImageNet VGG's first classifier layer (25088)
 MAX_AUTO_INPUTS = 8192
+CHUNK_BYTES = 256 << 20  # unfolded patches of the images processed at once
 
 
 def _patches(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(mod, nn.Linear):
         return x.reshape(-1, x.shape[-1])
-    cols = torch.nn.functional.unfold(x, mod.kernel_size, dilation=mod.dilation, padding=mod.padding,
-                                      stride=mod.stride)  # [B, C_in*kh*kw, L]
+    # the padding the convolution itself applies (also padding='same', possibly asymmetric), then a plain unfold
+    x = torch.nn.functional.pad(x, mod._reversed_padding_repeated_twice)
+    cols = torch.nn.functional.unfold(x, mod.kernel_size, dilation=mod.dilation, stride=mod.stride)  # [B, D, L]
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def _patch_bytes(mod: nn.Module, x: torch.Tensor) -> int:
+    """Bytes one image's float32 patches take (unfolded and the transposed copy)."""
+    if isinstance(mod, nn.Linear):
+        return 4 * x[0].numel()
+    left, right, top, bottom = mod._reversed_padding_repeated_twice
+    dims = [(x.shape[-2] + top + bottom - mod.dilation[0] * (mod.kernel_size[0] - 1) - 1) // mod.stride[0] + 1,
+            (x.shape[-1] + left + right - mod.dilation[1] * (mod.kernel_size[1] - 1) - 1) // mod.stride[1] + 1]
+    return 2 * 4 * mod.weight[0].numel() * max(1, dims[0]) * max(1, dims[1])
 
 
 def refit_blocker(model: nn.Module, space: Any, unit: str, max_inputs: Optional[int] = None) -> Optional[str]:
     """Why ``unit``'s consumers cannot be refit, in one line (``None``: they can). ``max_inputs``: also refuse a
     consumer whose input patches have more than this many values (its float64 Gram is their square)."""
+    from torch.nn.utils import parametrize
+
     from evoprune.fitness.base import consumers_of
 
     for c in consumers_of(space, unit, model):
         m = c.module
+        if parametrize.is_parametrized(m, "weight") or hasattr(m, "weight_g") or hasattr(m, "weight_orig"):
+            return (f"consumer '{c.name}' of unit '{unit}' computes its weight (a parametrization, weight norm or "
+                    "a pruning mask); the refit writes weights directly")
         if isinstance(m, nn.Conv2d):
             if m.groups != 1:
                 return (f"consumer '{c.name}' of unit '{unit}' is a grouped/depthwise convolution; refit needs plain "
@@ -74,13 +91,19 @@ def refit_units(model: nn.Module, space: Any, refit: Optional[bool]) -> Tuple[Li
     """The units whose consumers get the refit, and why the others do not.
 
     ``True``: every unit (a one-line error, before any work, when one cannot be refit); ``False``: none; ``None``
-    (prune's default): every unit whose consumers are plain convolutions or linear layers with at most
-    :data:`MAX_AUTO_INPUTS` inputs per output, the others skipped with their reason."""
+    (prune's default): every unit whose consumers are ungrouped zero-padded convolutions or linear layers with
+    plain weight tensors and at most :data:`MAX_AUTO_INPUTS` inputs per output, the others skipped with their
+    reason."""
     if refit is False:
         return [], {}
     if refit is True:
         return [u for u in space.names if check_refittable(model, space, u) is not None], {}
-    why = {u: refit_blocker(model, space, u, MAX_AUTO_INPUTS) for u in space.names}
+    why = {}
+    for u in space.names:
+        try:
+            why[u] = refit_blocker(model, space, u, MAX_AUTO_INPUTS)
+        except EvopruneError as e:  # a unit whose consumers cannot even be listed is not refit, not a failed run
+            why[u] = str(e)
     return [u for u, w in why.items() if w is None], {u: w for u, w in why.items() if w is not None}
 
 
@@ -93,11 +116,20 @@ def input_grams(model: nn.Module, modules: List[nn.Module], batches: Iterable[An
 
     def hook(i):
         def fn(mod, inputs):
-            x = _patches(mod, inputs[0].detach()).to(torch.float64)
-            if max_positions is not None and x.shape[0] > max_positions:
-                x = x[torch.randperm(x.shape[0], generator=gen)[:max_positions].to(x.device)]
-            g = x.T @ x
-            grams[i] = g if grams[i] is None else grams[i] + g
+            x = inputs[0].detach()
+            # a few images at a time, so the unfolded patches stay under CHUNK_BYTES (ImageNet-sized maps); each
+            # chunk contributes its share of the batch's max_positions, sampled before the float64 cast
+            step = max(1, CHUNK_BYTES // max(1, _patch_bytes(mod, x)))
+            chunks = [x] if step >= x.shape[0] else list(x.split(step))
+            for c in chunks:
+                p = _patches(mod, c)
+                if max_positions is not None:
+                    m = max_positions if len(chunks) == 1 else -(-max_positions * c.shape[0] // x.shape[0])
+                    if p.shape[0] > m:
+                        p = p[torch.randperm(p.shape[0], generator=gen)[:m].to(p.device)]
+                p = p.to(torch.float64)
+                g = p.T @ p
+                grams[i] = g if grams[i] is None else grams[i] + g
         return fn
 
     handles = [m.register_forward_pre_hook(hook(i)) for i, m in enumerate(modules)]
