@@ -75,11 +75,11 @@ def rows_from(tag: str) -> tuple[list, float | None]:
         if (not r["at_weight"] and r["cell"] != "sensitivity-l1-refiton") or not r["per_seed_after_finetune"]:
             continue  # the best pipeline's steps: its KD-only twin, then every row with attention transfer
         kd = "KD" + (f" + AT {r['at_weight']:g}" if r["at_weight"] else "")
-        what = (f"ours, best pipeline: {r['allocation']} + {r['selector']}"
+        what = (f"ours (ablation): {r['allocation']} + {r['selector']}"
                 + (f" ({r['fitness']})" if r.get("fitness") else "") + f" + refit {r['refit']} + {kd}")
         epochs = r.get("finetune_epochs")
         long = epochs is not None and epochs != int(abl["settings"]["finetune_epochs"])
-        rows.append(row(what + (f", **{epochs}-epoch** KD fine-tune" if long else " (the ablation)"), "ours",
+        rows.append(row(what + (f", **{epochs}-epoch** KD fine-tune" if long else ""), "ours",
                         list(r["per_seed_after_finetune"].values()), r["macs_reduction"], r["params_reduction"],
                         minutes=(r["mean_wall_time_s"] or math.nan) / 60,
                         steps=f"{epochs} epochs" if long else steps))
