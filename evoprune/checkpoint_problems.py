@@ -36,7 +36,8 @@ def channel_problem(checkpoint: Optional[str] = None, data: str = "mini-cifar10"
     import torch
 
     from .device import resolve_device
-    from .fitness import CalibrationData, ReconstructionFitness, TwoStage, build_evaluator
+    from .fitness import CalibrationData
+    from .fitness.unit import unit_fitness
     from .problems.channel_selection import ChannelSelectionProblem
     from .pruning import PruningSpace
     from .pruning.importance import l1_importance
@@ -69,12 +70,8 @@ def channel_problem(checkpoint: Optional[str] = None, data: str = "mini-cifar10"
         raise EvopruneError(f"keep={keep} keeps all {u.channels} channels of '{unit}'; give a smaller fraction")
     calib = CalibrationData.from_loaders(s.loaders, train_batches=max(calib_batches, bn_batches),
                                          held_out_batches=eval_batches, batch_size=int(batch_size), seed=int(seed))
-    s1 = ReconstructionFitness.from_space(space, u, calib, model=net)
-    if fitness == "reconstruction":
-        ev: Any = s1
-    else:
-        s2 = build_evaluator("network", space, u, calib, model=net, bn_batches=bn_batches)
-        ev = s2 if fitness == "network" else TwoStage(s1, s2, top_k=stage2_top_k, verify_every=stage2_every)
+    _, ev = unit_fitness(space, u, calib, net, fitness, bn_batches=bn_batches, top_k=stage2_top_k,
+                         every=stage2_every)
     with torch.no_grad():
         importance = np.asarray(l1_importance(net, space, unit), dtype=float)
     return ChannelSelectionProblem(u.channels, k, ev, min_keep=u.min_keep, importance=importance,

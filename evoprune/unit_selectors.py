@@ -88,7 +88,8 @@ def ga_select(model: nn.Module, space, unit: str, k: int, loaders, cfg, seed: in
 
     from evoprune.problems.channel_selection import ChannelSelectionProblem
 
-    from .fitness import ReconstructionFitness, TwoStage, build_evaluator
+    from .fitness import TwoStage
+    from .fitness.unit import unit_fitness
     from .strategies import run_strategy
     from .strategies.ga import ga
 
@@ -97,14 +98,8 @@ def ga_select(model: nn.Module, space, unit: str, k: int, loaders, cfg, seed: in
     t0 = time.perf_counter()
     calib = calibration(loaders, cfg, seed)
     u = space.unit(unit)
-    s1 = ReconstructionFitness.from_space(space, u, calib, model=model)
-    if cfg.fitness == "twostage":
-        s2 = build_evaluator("network", space, u, calib, model=model, bn_batches=cfg.bn_batches)
-        fitness = TwoStage(s1, s2, top_k=cfg.stage2_top_k, verify_every=cfg.stage2_every, backend=backend)
-    elif cfg.fitness == "reconstruction":
-        fitness = s1
-    else:
-        fitness = build_evaluator(cfg.fitness, space, u, calib, model=model)
+    s1, fitness = unit_fitness(space, u, calib, model, cfg.fitness, bn_batches=cfg.bn_batches,
+                               top_k=cfg.stage2_top_k, every=cfg.stage2_every, backend=backend)
     problem = ChannelSelectionProblem(u.channels, k, fitness, min_keep=u.min_keep, name=f"channels[{unit}]",
                                       groups=u.channel_groups)  # per-block cardinality for grouped consumers
     params = strategy_params(strategy, cfg)

@@ -196,3 +196,28 @@ def test_pipeline_refits_where_it_can_and_says_where_not():
     assert {u["unit"]: "refit" in u for u in rep.units} == {"conv1": False, "conv2": True}
     with pytest.raises(EvopruneError, match="grouped"):
         evoprune.prune(model, "mini-cifar10", refit=True, **opts)
+
+
+def test_unit_fitness_builds_every_kind_prune_and_search_use():
+    from evoprune.data import load_dataset, make_loaders
+    from evoprune.fitness import CalibrationData, ReconstructionFitness, TwoStage
+    from evoprune.fitness.refit_aware import RefitReconstructionFitness
+    from evoprune.fitness.unit import unit_fitness
+    from evoprune.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("vgg11", width=0.125).eval()
+    space = PruningSpace(net, (1, 3, 32, 32), warn=False)
+    loaders = make_loaders(load_dataset("mini-cifar10"), batch_size=16, calib_size=32)
+    calib = CalibrationData.from_loaders(loaders, train_batches=1, held_out_batches=1, batch_size=16, seed=0)
+    u = space.units[0]
+    kinds = {}
+    for name in ("reconstruction", "network", "twostage", "reconstruction-refit"):
+        s1, ev = unit_fitness(space, u, calib, net, name, bn_batches=1, top_k=2, every=3)
+        assert isinstance(s1, ReconstructionFitness)
+        kinds[name] = ev
+    assert kinds["reconstruction"].__class__ is ReconstructionFitness
+    assert isinstance(kinds["twostage"], TwoStage) and kinds["twostage"].top_k == 2
+    assert isinstance(kinds["reconstruction-refit"], RefitReconstructionFitness)
+    with pytest.raises(EvopruneError):
+        unit_fitness(space, u, calib, net, "no-such-fitness")
