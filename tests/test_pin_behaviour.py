@@ -64,10 +64,13 @@ UNIT_FIELDS = ("unit", "n", "k", "calib_acc_after_prune", "calib_acc_after_finet
                "ga_evaluations", "ga_generations", "stage2_loss", "stage2_acc", "stage2_evaluations", "stage1_error")
 
 
-def test_prune_run_is_pinned(tiny_checkpoint, tmp_path):
+# "prune": the run as it was before the refit became the default (--no-refit: everything else unchanged);
+# "prune_refit": today's default, pinned when it became the default (session 25)
+@pytest.mark.parametrize("key,extra", [("prune", ["--no-refit"]), ("prune_refit", [])], ids=["no-refit", "default"])
+def test_prune_run_is_pinned(tiny_checkpoint, tmp_path, key, extra):
     out = tmp_path / "prune"
     r = cli("--quiet", "prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", *FAST, "--seed", "3",
-            "--out", out, env=ONE_THREAD)
+            *extra, "--out", out, env=ONE_THREAD)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
     got = {"pruned": res["pruned"], "order": res["order"], "ratios": res["ratios"],
@@ -75,7 +78,7 @@ def test_prune_run_is_pinned(tiny_checkpoint, tmp_path):
            "base": {k: res["base"][k] for k in ("calib_top1", "test_top1", "macs", "params")},
            "units": [{k: u.get(k) for k in UNIT_FIELDS} for u in res["units"]],
            "weights": _weights_summary(out / "model.pt")}
-    _compare_to_reference("prune", got)
+    _compare_to_reference(key, got)
 
 
 def _compare_run(out: Path) -> dict:
