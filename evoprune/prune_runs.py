@@ -60,8 +60,8 @@ def prepare_prune_dir(p: Mapping[str, Any], cfg: PruneConfig, device: Any, defau
         stored = read_json(old, "run config") if old.exists() else {}
         if old.exists() and stored.get("fingerprint") != cfg.fingerprint():
             diff = cfg.differences(stored.get("config") or {})
-            hint = " (a run from before the refit became the default: add --no-refit)" \
-                if "refit: False -> None" in diff else ""
+            before_default = cfg.refit is None and (stored.get("config") or {}).get("refit", False) is False
+            hint = " (a run from before the refit became the default: add --no-refit)" if before_default else ""
             raise EvopruneError(f"cannot --resume '{out}': it was made with a different configuration"
                                 + (f" ({diff})" if diff else "") + f"; use the same options{hint}, or --overwrite "
                                 "to start over")

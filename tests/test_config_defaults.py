@@ -177,3 +177,20 @@ def test_differences_name_the_fields_and_count_later_fields_at_their_old_value()
     assert PruneConfig(seeding="none", refit=False).differences(old) == ""
     assert PruneConfig(seeding="none").differences(old) == "refit: False -> None"
     assert PruneConfig(seeding="none", refit=False, pop_size=7).differences(old) == "pop_size: 50 -> 7"
+
+
+def test_resume_of_a_run_from_before_the_refit_default_names_the_fix(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from evoprune.prune_runs import prepare_prune_dir
+
+    out = tmp_path / "old"
+    out.mkdir()
+    stored = {"config": asdict(PruneConfig(refit=False)), "fingerprint": PruneConfig(refit=False).fingerprint()}
+    (out / "prune_config.json").write_text(json.dumps(stored, default=str))
+    before = (out / "prune_config.json").read_bytes()
+    with pytest.raises(EvopruneError, match=r"\(refit: False -> None\); use the same options \(a run from before "
+                                            r"the refit became the default: add --no-refit\)"):
+        prepare_prune_dir({"out": str(out), "overwrite": False, "resume": True}, PruneConfig(), "cpu", "runs/x")
+    assert (out / "prune_config.json").read_bytes() == before

@@ -52,11 +52,15 @@ def _patch_bytes(mod: nn.Module, x: torch.Tensor) -> int:
 def refit_blocker(model: nn.Module, space: Any, unit: str, max_inputs: Optional[int] = None) -> Optional[str]:
     """Why ``unit``'s consumers cannot be refit, in one line (``None``: they can). ``max_inputs``: also refuse a
     consumer whose input patches have more than this many values (its float64 Gram is their square)."""
-    from torch.nn.utils import parametrize
-
     from evoprune.fitness.base import consumers_of
 
-    for c in consumers_of(space, unit, model):
+    return _blocker(consumers_of(space, unit, model), unit, max_inputs)
+
+
+def _blocker(consumers: List[Any], unit: str, max_inputs: Optional[int]) -> Optional[str]:
+    from torch.nn.utils import parametrize
+
+    for c in consumers:
         m = c.module
         if parametrize.is_parametrized(m, "weight") or hasattr(m, "weight_g") or hasattr(m, "weight_orig"):
             return (f"consumer '{c.name}' of unit '{unit}' computes its weight (a parametrization, weight norm or "
@@ -81,10 +85,11 @@ def check_refittable(model: nn.Module, space: Any, unit: str) -> List[Any]:
     """The unit's consumers; a one-line error when one is not a plain convolution or linear layer."""
     from evoprune.fitness.base import consumers_of
 
-    why = refit_blocker(model, space, unit)
+    cons = consumers_of(space, unit, model)
+    why = _blocker(cons, unit, None)
     if why is not None:
         raise EvopruneError(f"--refit: {why} (drop --refit)")
-    return consumers_of(space, unit, model)
+    return cons
 
 
 def refit_units(model: nn.Module, space: Any, refit: Optional[bool]) -> Tuple[List[str], Dict[str, str]]:
@@ -97,7 +102,9 @@ def refit_units(model: nn.Module, space: Any, refit: Optional[bool]) -> Tuple[Li
     if refit is False:
         return [], {}
     if refit is True:
-        return [u for u in space.names if check_refittable(model, space, u) is not None], {}
+        for u in space.names:
+            check_refittable(model, space, u)
+        return list(space.names), {}
     why = {}
     for u in space.names:
         try:
