@@ -20,6 +20,8 @@ import sys
 
 from _common import RESULTS, machine, save
 
+from evoprune.textable import markdown_table
+
 
 def load(name: str) -> dict | None:
     path = RESULTS / name
@@ -72,8 +74,10 @@ def rows_from(tag: str) -> tuple[list, float | None]:
                         "ours", [long["test_top1"]], long["macs_reduction"], long["params_reduction"],
                         minutes=long["wall_time_s"] / 60, steps=f"{long['finetune_epochs']} epochs"))
     for r in sorted((abl or {}).get("rows", []), key=lambda r: (r.get("finetune_epochs") or 0, r["at_weight"])):
-        if (not r["at_weight"] and r["cell"] != "sensitivity-l1-refiton") or not r["per_seed_after_finetune"]:
-            continue  # the best pipeline's steps: its KD-only twin, then every row with attention transfer
+        best_kd_only = (r["allocation"], r["selector"], r["refit"], r.get("fitness") or "") == (
+            "sensitivity", "l1", "on", "")
+        if (not r["at_weight"] and not best_kd_only) or not r["per_seed_after_finetune"]:
+            continue  # the best pipeline's steps: its KD-only twins (any fine-tune length), every row with AT
         kd = "KD" + (f" + AT {r['at_weight']:g}" if r["at_weight"] else "")
         what = (f"ours (ablation): {r['allocation']} + {r['selector']}"
                 + (f" ({r['fitness']})" if r.get("fitness") else "") + f" + refit {r['refit']} + {kd}")
@@ -141,15 +145,14 @@ def main() -> None:
     def test(v: dict | None) -> str:
         return "" if not v else f"{v['difference_pt']:+.2f} pt, p = {v['p_value']:.2g}"
 
-    md = ["| run | seeds | test acc. after fine-tune | fine-tune | right after pruning | MACs reduction | "
-          "params reduction | min/run | vs best peer (Welch) | vs scratch (Welch) |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        m = r["minutes_per_run"]
-        md.append(f"| {r['run']} | {r['n']} | {pct(r)} | {r['fine_tune']} | {r['after_prune']} | "
-                  f"{r['macs_reduction']:.2f}x | {r['params_reduction']:.2f}x | "
-                  f"{'' if m is None or m != m else f'{m:.1f}'} | {test(r.get('vs_best_peer'))} | "
-                  f"{test(r.get('vs_scratch'))} |")
+    md = markdown_table(["run", "seeds", "test acc. after fine-tune", "fine-tune", "right after pruning",
+                         "MACs reduction", "params reduction", "min/run", "vs best peer (Welch)",
+                         "vs scratch (Welch)"],
+                        [[r["run"], r["n"], pct(r), r["fine_tune"], r["after_prune"], f"{r['macs_reduction']:.2f}x",
+                          f"{r['params_reduction']:.2f}x",
+                          "" if r["minutes_per_run"] is None or r["minutes_per_run"] != r["minutes_per_run"]
+                          else f"{r['minutes_per_run']:.1f}", test(r.get("vs_best_peer")), test(r.get("vs_scratch"))]
+                         for r in rows])
     if best_peer:
         md.append(f"\nBest peer at our MACs: {best_peer['run']} ({pct(best_peer)}).")
     for t in targets:
