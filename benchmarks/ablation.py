@@ -41,6 +41,8 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT, evoprune_cmd, machine, prune_run, run, save, shared_cifar10
 
+from evoprune.textable import markdown_table
+
 REFERENCE = ("sensitivity", "l1", "off")
 
 
@@ -243,25 +245,24 @@ def main() -> None:
               "invocation_wall_time_s": time.time() - t0, "machine": machine()}
     save(f"ablation{a.tag}.json", result)
     twins = any(r["per_seed_after_prune"] for r in rows)  # the prune-only column only when --after-prune ran
-    md = ["| allocation | channels | refit | KD term | seeds | after fine-tune | vs sensitivity + l1 (paired) | "
-          "per unit, right after pruning it | consumers' reconstruction error (refit) | "
-          + ("after pruning, no fine-tune | " if twins else "") + "MACs | params | min/run |",
-          "|---|---|---|---|---|---|---|---|---|" + ("---|" if twins else "") + "---|---|---|"]
+    head = ["allocation", "channels", "refit", "KD term", "seeds", "after fine-tune", "vs sensitivity + l1 (paired)",
+            "per unit, right after pruning it", "consumers' reconstruction error (refit)"]
+    head += (["after pruning, no fine-tune"] if twins else []) + ["MACs", "params", "min/run"]
+    body = []
     for r in rows:
-        v = r["vs_reference"]
+        v, err = r["vs_reference"], r["refit_rel_error"]
         vs = "reference" if v is None else (f"{v['mean_diff_pt']:+.2f} pt" + (f", p={v['wilcoxon_p']:.2f}"
                                                                                if "wilcoxon_p" in v else ""))
         kd_term = ("KD + AT " + format(r["at_weight"], "g") if r["at_weight"] else "KD") + (
             f", {r['finetune_epochs']} epochs" if r["finetune_epochs"] != a.finetune_epochs else "")
-        md.append(f"| {r['allocation']} | {r['selector']}{' (' + r['fitness'] + ')' if r['fitness'] else ''} | "
-                  f"{r['refit']} | {kd_term} | {r['seeds']} | "
-                  f"{fmt(list(r['per_seed_after_finetune'].values()))} | {vs} | "
-                  f"{100 * r['mean_unit_acc_after_prune']:.2f} % | "
-                  f"{'%.3f -> %.3f' % (r['refit_rel_error']['before'], r['refit_rel_error']['after']) if r['refit_rel_error'] else ''} | "
-                  + (f"{fmt(list(r['per_seed_after_prune'].values()))} | " if twins else "")
-                  + f"{r['macs_reduction']:.2f}x | "
-                  f"{r['params_reduction']:.2f}x | "
-                  f"{r['mean_wall_time_s'] / 60 if r['mean_wall_time_s'] else float('nan'):.1f} |")
+        body.append([r["allocation"], r["selector"] + (f" ({r['fitness']})" if r["fitness"] else ""), r["refit"],
+                     kd_term, r["seeds"], fmt(list(r["per_seed_after_finetune"].values())), vs,
+                     f"{100 * r['mean_unit_acc_after_prune']:.2f} %",
+                     f"{err['before']:.3f} -> {err['after']:.3f}" if err else ""]
+                    + ([fmt(list(r["per_seed_after_prune"].values()))] if twins else [])
+                    + [f"{r['macs_reduction']:.2f}x", f"{r['params_reduction']:.2f}x",
+                       f"{r['mean_wall_time_s'] / 60 if r['mean_wall_time_s'] else float('nan'):.1f}"])
+    md = markdown_table(head, body)
     if effects:
         md.append("")
     for k, e in effects.items():

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import EvopruneError
 from .io import atomic_write_text, read_json
+from .textable import markdown_table
 
 REPORT = "report.md"
 
@@ -33,11 +34,6 @@ def run_kind(path: Any) -> str:
 def _figures(out: Path, figures: Sequence[Tuple[str, str]]) -> List[str]:
     shown = [(stem, title) for stem, title in figures if (out / f"{stem}.png").is_file()]
     return (["", "## Figures", ""] + [f"![{title}]({stem}.png)" for stem, title in shown]) if shown else []
-
-
-def _table(header: Sequence[str], rows: List[Sequence[Any]], align: str = "") -> List[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(align or ["---"] * len(header)) + "|"]
-    return out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
 
 
 RESULT_HEADER = ["", "test top-1", "calibration top-1", "MACs", "params"]
@@ -68,14 +64,14 @@ def prune_report(run_dir: Any) -> str:
              f"- fine-tune: {cfg.get('finetune_steps')} {cfg.get('loss', '').upper()} steps after each unit, "
              f"{cfg.get('finetune_epochs')} final epoch(s) at lr {cfg.get('finetune_lr')}; seed {cfg.get('seed')}",
              f"- wall time: {res.get('wall_time_s', 0) / 60:.1f} min", "", "## Result", ""]
-    lines += _table(RESULT_HEADER, result_rows(base, final), ["---", "---:", "---:", "---:", "---:"])
+    lines += markdown_table(RESULT_HEADER, result_rows(base, final), "lrrrr")
     lines += ["", "## Unit by unit", ""]
-    lines += _table(["step", "unit", "channels", "calib. acc. after pruning", "after its fine-tune", "MACs left",
+    lines += markdown_table(["step", "unit", "channels", "calib. acc. after pruning", "after its fine-tune", "MACs left",
                      "time"],
                     [[u["step"], f"`{u['unit']}`", f"{u['n']} -> {u['k']}", f"{100 * u['calib_acc_after_prune']:.2f} %",
                       f"{100 * u['calib_acc_after_finetune']:.2f} %", f"{u['macs'] / base['macs']:.3f}",
                       f"{u['time_s']:.1f} s"] for u in res["units"]],
-                    ["---:", "---", "---:", "---:", "---:", "---:", "---:"])
+                    "rlrrrrr")
     lines += _figures(out, [("keep_ratios", "keep ratio per unit"), ("trajectory", "accuracy vs MACs, unit by unit"),
                             ("sensitivity", "sensitivity curves")])
     lines += ["", f"The pruned network: `model.pt` (reload with `evoprune evaluate --checkpoint {out / 'model.pt'}`, "
@@ -122,16 +118,16 @@ def train_report(run_dir: Any) -> str:
              + (f", {summ['world_size']} processes" if summ.get("world_size", 1) > 1 else ""),
              f"- wall time: {summ.get('wall_time_s', 0) / 60:.1f} min", "", "## Result", ""]
     before = [f"{100 * summ['test_top1_before']:.2f} %"] if "test_top1_before" in summ else []
-    lines += _table((["test top-1 before"] if before else []) + ["test top-1", "test top-5", "params", "MACs"],
+    lines += markdown_table((["test top-1 before"] if before else []) + ["test top-1", "test top-5", "params", "MACs"],
                     [before + [f"{100 * summ['test_top1']:.2f} %", f"{100 * summ['test_top5']:.2f} %",
-                               f"{summ['params']:,}", f"{summ['macs']:,}"]], ["---:"] * (4 + len(before)))
+                               f"{summ['params']:,}", f"{summ['macs']:,}"]], "r" * (4 + len(before)))
     cols = [c for c in ("lr", "train_loss", "train_acc", "test_loss", "test_top1") if any(c in r for r in hist)]
     fmt = {"lr": "{:.4g}", "train_loss": "{:.4f}", "test_loss": "{:.4f}"}
     lines += ["", "## Epoch by epoch", ""]
-    lines += _table(["epoch"] + [c.replace("_", " ") for c in cols] + ["time"],
+    lines += markdown_table(["epoch"] + [c.replace("_", " ") for c in cols] + ["time"],
                     [[r["epoch"]] + [("" if c not in r else fmt[c].format(r[c]) if c in fmt
                                       else f"{100 * r[c]:.2f} %") for c in cols] + [f"{r.get('time_s', 0):.0f} s"]
-                     for r in hist], ["---:"] * (len(cols) + 2))
+                     for r in hist], "r" * (len(cols) + 2))
     lines += _figures(out, [("curves", "loss and accuracy per epoch")])
     lines += ["", f"The model: `model.pt` (evaluate with `evoprune evaluate --checkpoint {out / 'model.pt'}`)."]
     return "\n".join(lines) + "\n"
@@ -151,10 +147,10 @@ def sensitivity_report(run_dir: Any) -> str:
              "- each unit pruned alone at each keep ratio, BatchNorm re-estimated (adaptive BN); the pruning order "
              "is least sensitive first (smallest mean drop)", "", "## Per unit", ""]
     order = sens.order()
-    lines += _table(["unit", "channels", "mean drop", "order"] + [f"acc @ {r:g}" for r in sens.ratios],
+    lines += markdown_table(["unit", "channels", "mean drop", "order"] + [f"acc @ {r:g}" for r in sens.ratios],
                     [[f"`{u}`", sens.sizes[i], f"{100 * score[i]:.2f} pt", order.index(u) + 1]
                      + [f"{100 * a:.2f} %" for a in sens.acc[i]] for i, u in enumerate(sens.units)],
-                    ["---", "---:", "---:", "---:"] + ["---:"] * len(sens.ratios))
+                    "lrrr" + "r" * len(sens.ratios))
     lines += _figures(out, [("sensitivity", "sensitivity curves")])
     lines += ["", f"Reuse with `evoprune prune --sensitivity {out / 'sensitivity.json'} ...`."]
     return "\n".join(lines) + "\n"
@@ -173,7 +169,7 @@ def search_report(run_dir: Any, summary: Mapping[str, Any]) -> str:
              f"{summary.get('seed')}", "", "## Result", ""]
     skip = {"out", "strategy", "problem", "seed"}
     rows = [[k.replace("_", " "), _cell(v)] for k, v in summary.items() if k not in skip]
-    lines += _table(["", "value"], rows, ["---", "---:"])
+    lines += markdown_table(["", "value"], rows, "lr")
     lines += ["", "Files: `result.json` (best genome, front), `evaluations.csv`, `logbook.csv`; "
               f"`evoprune plot {out}` draws the front and the convergence."]
     return "\n".join(lines) + "\n"
@@ -189,14 +185,14 @@ def suite_report(run_dir: Any, summary: Mapping[str, Any]) -> str:
              f"- suite `{summary['suite']}` ({summary['instances']} instances); strategies "
              f"{', '.join(f'`{l}`' for l in summary['strategies'])}; {len(summary['seeds'])} seeds; gaps to the "
              f"best-known read at {', '.join(budgets)} evaluations", "", "## Mean gap to the best-known", ""]
-    lines += _table(["strategy"] + [f"gap @ {b}" for b in budgets]
+    lines += markdown_table(["strategy"] + [f"gap @ {b}" for b in budgets]
                     + [f"instances won @ {budgets[-1]}", f"significantly worse @ {budgets[-1]}",
                        f"Friedman rank @ {budgets[-1]}"],
                     [[f"`{l}`"] + [f"{100 * summary['by_budget'][b]['strategies'][l]['mean_gap']:.3f} %"
                                    for b in budgets]
                      + [last["strategies"][l]["wins"], last["strategies"][l]["significantly_worse"],
                         f"{fr['avg_ranks'][l]:.2f}"] for l in summary["strategies"]],
-                    ["---"] + ["---:"] * (len(budgets) + 3))
+                    "l" + "r" * (len(budgets) + 3))
     if fr.get("p_value") == fr.get("p_value") and fr.get("critical_difference") is not None:  # not NaN
         lines += ["", f"Friedman at {budgets[-1]} evaluations: p = {fr['p_value']:.2g}, Nemenyi critical difference "
                       f"{fr['critical_difference']:.2f} (ranks closer than that are not significantly apart). "

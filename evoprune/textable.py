@@ -1,7 +1,7 @@
-"""One aligned plain-text table for every command's summary (column widths from the widest cell)."""
+"""The tables every summary prints: aligned plain text for the terminal, markdown for reports and benchmarks."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 
 def format_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], align: Optional[str] = None,
@@ -26,3 +26,22 @@ def format_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], align: Op
 
     out = [line(cells[0])] + ([line(["-" * w for w in widths])] if rule else []) + [line(r) for r in cells[1:]]
     return "\n".join(out)
+
+
+def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], align: Optional[str] = None) -> List[str]:
+    """``header`` and ``rows`` as the lines of a GitHub markdown table (reports and every benchmark's ``.md``).
+
+    ``align``: one ``l`` or ``r`` per column (default: all left, markdown's own). Cells are ``str()``-ed, a ``|``
+    inside one escaped; a short row is padded with blanks, a long one refused."""
+    n = len(header)
+    align = align or "l" * n
+    if len(align) != n or set(align) - {"l", "r"}:
+        raise ValueError(f"align {align!r}: one 'l' or 'r' per column ({n})")
+    if any(len(r) > n for r in rows):
+        raise ValueError(f"a row has more cells than the header's {n}")
+
+    def line(r: Sequence[Any]) -> str:
+        cells = [str(c).replace("|", "\\|") for c in r] + [""] * (n - len(r))
+        return "| " + " | ".join(cells) + " |"
+
+    return [line(header), "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"] + [line(r) for r in rows]

@@ -115,3 +115,17 @@ def test_text_tables_align_every_column():
         format_table(["a", "b"], [], align="x")
     with pytest.raises(ValueError, match="more cells"):
         format_table(["a"], [["1", "2"]])
+
+
+def test_markdown_tables_pad_escape_and_align():
+    import pytest
+
+    from evoprune.textable import markdown_table
+
+    lines = markdown_table(["run", "acc", "MACs"], [["ours", "81.7 %", "3.27x"], ["a|b"]], align="lrr")
+    assert lines == ["| run | acc | MACs |", "|---|---:|---:|", "| ours | 81.7 % | 3.27x |", "| a\\|b |  |  |"]
+    assert markdown_table(["a"], [])[1] == "|---|"
+    with pytest.raises(ValueError, match="one 'l' or 'r'"):
+        markdown_table(["a", "b"], [], align="l")
+    with pytest.raises(ValueError, match="more cells"):
+        markdown_table(["a"], [["1", "2"]])
