@@ -34,6 +34,8 @@ from pathlib import Path
 
 from _common import RESULTS, machine, save, shared_cifar10, step_finetune
 
+from evoprune.textable import markdown_table
+
 
 def spearman_ci(x: list, y: list, n_boot: int = 2000, seed: int = 0) -> dict:
     import numpy as np
@@ -192,13 +194,12 @@ def main() -> None:
                                "min": min(r["test_top1"] for r in rows), "max": max(r["test_top1"] for r in rows)},
            "rows": rows, "machine": machine()}
     save(f"allocation_fidelity{a.tag}.json", res)
-    md = ["| allocations | fidelity (error) | Spearman rho with final test error | 95 % bootstrap CI | p | ranks first "
-          "| its regret |", "|---|---|---|---|---|---|---|"]
-    for label, tab in ((f"{len(equal)} at MACs >= {a.target_macs - a.macs_band:.2f}", table),
-                       (f"all {len(rows)}", table_all)):
-        for f, t in tab.items():
-            md.append(f"| {label} | {f} | {t['rho']:+.2f} | [{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}] | "
-                      f"{t['p_value']:.2g} | {t['picks']} | {t['regret_pt']:.2f} pt |")
+    md = markdown_table(["allocations", "fidelity (error)", "Spearman rho with final test error", "95 % bootstrap CI",
+                         "p", "ranks first", "its regret"],
+                        [[label, f, f"{t['rho']:+.2f}", f"[{t['ci95'][0]:+.2f}, {t['ci95'][1]:+.2f}]",
+                          f"{t['p_value']:.2g}", t["picks"], f"{t['regret_pt']:.2f} pt"]
+                         for label, tab in ((f"{len(equal)} at MACs >= {a.target_macs - a.macs_band:.2f}", table),
+                                            (f"all {len(rows)}", table_all)) for f, t in tab.items()])
     md.append(f"\n{len(rows)} allocations ({', '.join(r['name'] for r in rows)}), MACs fraction "
               f"{min(r['macs_fraction'] for r in rows):.3f}-{max(r['macs_fraction'] for r in rows):.3f}, params "
               f"{min(r['params_fraction'] for r in rows):.3f}-{max(r['params_fraction'] for r in rows):.3f}; test "

@@ -28,6 +28,23 @@ from pathlib import Path
 
 from _common import RESULTS, machine, save, shared_cifar10
 
+from evoprune.textable import markdown_table
+
+
+def markdown(res: dict) -> list:
+    """The benchmark's table (every allocation's search and test error) and its paired tests, from its JSON."""
+    body = [[name, r.get("runs", res["seeds"]),
+             f"{100 * r['search_error']['mean']:.2f} ± {100 * r['search_error']['std']:.2f} %",
+             f"{100 * r['test_error']['mean']:.2f} ± {100 * r['test_error']['std']:.2f} %",
+             f"{r['beat_its_seeds']} / {r['runs']}" if "runs" in r else "-",
+             f"{r['wall_time_s'] / 60:.1f} min" if "wall_time_s" in r else "-"] for name, r in res["table"].items()]
+    md = markdown_table(["allocation", "runs", "search error (held-out calibration)",
+                         f"error on {res['rescore_images']} test images", "beat its seeds", "time"], body) + [""]
+    for k, t in res["tests"].items():
+        md.append(f"- {k}: mean difference {100 * t['mean_difference']:+.2f} pt, {t['wins']} wins / {t['losses']} "
+                  f"losses over seeds, Wilcoxon signed-rank p = {t['wilcoxon_p']:.3g}")
+    return md
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,18 +181,7 @@ def report(a, cfg, runs: dict, seed_rows: list, strategies: list) -> None:
            "eval_batches": cfg.eval_batches, "rescore_images": a.rescore_batches * 128, "table": table,
            "tests": tests, "machine": machine()}
     save(f"allocation_search{a.tag}.json", res)
-    md = [f"| allocation | runs | search error (held-out calibration) | error on {a.rescore_batches * 128} test images "
-          "| beat its seeds | time |", "|---|---|---|---|---|---|"]
-    for name, r in table.items():
-        t = f"{r['wall_time_s'] / 60:.1f} min" if "wall_time_s" in r else "-"
-        b = f"{r['beat_its_seeds']} / {r['runs']}" if "runs" in r else "-"
-        md.append(f"| {name} | {r.get('runs', a.seeds)} | {100 * r['search_error']['mean']:.2f} ± "
-                  f"{100 * r['search_error']['std']:.2f} % | {100 * r['test_error']['mean']:.2f} ± "
-                  f"{100 * r['test_error']['std']:.2f} % | {b} | {t} |")
-    md.append("")
-    for k, t in tests.items():
-        md.append(f"- {k}: mean difference {100 * t['mean_difference']:+.2f} pt, {t['wins']} wins / {t['losses']} "
-                  f"losses over seeds, Wilcoxon signed-rank p = {t['wilcoxon_p']:.3g}")
+    md = markdown(res)
     (RESULTS / f"allocation_search{a.tag}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -41,6 +41,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine  # noqa: E402
 
+from evoprune.textable import markdown_table  # noqa: E402
+
 METRICS = ("error", "macs", "params")
 MO = ("nsga2", "mo-cmaes", "random")
 SO = ("cmaes", "ga")
@@ -292,17 +294,18 @@ def table(res: Dict[str, Any]) -> str:
              f"hypervolume of (error, MACs fraction) w.r.t. (1, 1). Accuracy: held-out calibration split of the "
              f"training set after adaptive BN -- the {e['eval_images']} images the search scores on, and the "
              f"other {e['validation_images']} (validation: the selected model re-scored on images it was not "
-             "selected on).", "",
-             "| strategy | kind | hypervolume | best acc. at <= 1/3 MACs (%) | same model, validation (%) | "
-             "evaluations | forward passes | wall time (s) |", "|---|---|---|---|---|---|---|---|"]
-    for name, s in res["summary"].items():
-        def f(k: str, scale: float = 1.0, d: int = 4) -> str:
-            m, sd = s[k]["mean"] * scale, s[k]["std"] * scale
-            return f"{m:.{d}f} ± {sd:.{d}f}" if np.isfinite(m) else "n/a"
-        hv = f("hv") if name in MO else f("hv") + " (only MACs <= limit searched)"
-        lines.append(f"| {name} | {s['kind']} | {hv} | {f('best_acc_third', 100, 2)} | "
-                     f"{f('best_acc_third_validation', 100, 2)} | {s['evaluations']['mean']:.0f} | "
-                     f"{s['forwards']['mean']:.0f} | {f('wall_time_s', 1, 0)} |")
+             "selected on).", ""]
+
+    def f(s: Dict[str, Any], k: str, scale: float = 1.0, d: int = 4) -> str:
+        m, sd = s[k]["mean"] * scale, s[k]["std"] * scale
+        return f"{m:.{d}f} ± {sd:.{d}f}" if np.isfinite(m) else "n/a"
+
+    lines += markdown_table(
+        ["strategy", "kind", "hypervolume", "best acc. at <= 1/3 MACs (%)", "same model, validation (%)",
+         "evaluations", "forward passes", "wall time (s)"],
+        [[name, s["kind"], f(s, "hv") if name in MO else f(s, "hv") + " (only MACs <= limit searched)",
+          f(s, "best_acc_third", 100, 2), f(s, "best_acc_third_validation", 100, 2), f"{s['evaluations']['mean']:.0f}",
+          f"{s['forwards']['mean']:.0f}", f(s, "wall_time_s", 1, 0)] for name, s in res["summary"].items()])
     u = res["reference_points"]["unpruned"]
     lines += ["", f"Unpruned model: accuracy {100 * (1 - u[0]):.2f}% at MACs 1.0. Uniform L1 sweep (keep ratio -> "
               "MACs, accuracy): " + ", ".join(f"{r:.1f} -> {m:.3f}, {100 * (1 - e_):.1f}%" for r, (e_, m) in

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from evoprune.textable import markdown_table
+
 FAMILIES = [  # (model, what makes it a family)
     ("torchvision:resnet18", "residual"),
     ("torchvision:vgg11_bn", "plain"),
@@ -93,6 +95,21 @@ def prune_family(arch: str, size: int = 64, target: float = 0.5, workdir: str | 
             "onnx_checked_with": onnx["verified_with"], "seconds": time.perf_counter() - t0}
 
 
+def markdown(rows: list) -> list:
+    """The families table: per model its units, what pruning kept, the reload/ONNX check and its status."""
+    body = []
+    for r in rows:
+        if r["status"] == "not prunable":
+            body.append([r["model"], r["family"], "", "", "", "", "", f"not prunable: {r['reason'][:140]}"])
+        else:
+            body.append([r["model"], r["family"], f"{r['units']} ({r['units_pruned']})", f"{r['macs_ratio']:.3f}",
+                         f"{r['params_ratio']:.3f}",
+                         f"{r['reload_max_abs_diff']:.1e} / {r['onnx_max_abs_diff']:.1e}", f"{r['seconds']:.0f} s",
+                         r["status"]])
+    return markdown_table(["model", "family", "units (pruned)", "MACs kept", "params kept", "reload / ONNX max diff",
+                           "time", "status"], body)
+
+
 def main() -> None:
     import torch
 
@@ -128,15 +145,7 @@ def main() -> None:
             order = {m: i for i, (m, _) in enumerate(FAMILIES)}
             rows.sort(key=lambda r: order.get(r["model"], len(order)))
     save("families.json", {"size": a.size, "target_macs": a.target_macs, "rows": rows, "machine": machine()})
-    lines = ["| model | family | units (pruned) | MACs kept | params kept | reload / ONNX max diff | time | status |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["status"] == "not prunable":
-            lines.append(f"| {r['model']} | {r['family']} | | | | | | not prunable: {r['reason'][:140]} |")
-        else:
-            lines.append(f"| {r['model']} | {r['family']} | {r['units']} ({r['units_pruned']}) | "
-                         f"{r['macs_ratio']:.3f} | {r['params_ratio']:.3f} | {r['reload_max_abs_diff']:.1e} / "
-                         f"{r['onnx_max_abs_diff']:.1e} | {r['seconds']:.0f} s | {r['status']} |")
+    lines = markdown(rows)
     (RESULTS / "families.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

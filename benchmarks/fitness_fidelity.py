@@ -32,6 +32,8 @@ import torch
 
 from _common import RESULTS, machine, save, shared_cifar10
 
+from evoprune.textable import markdown_table
+
 
 def rankdata(x: np.ndarray) -> np.ndarray:
     """Average ranks (ties share their mean rank), as scipy.stats.rankdata."""
@@ -53,6 +55,24 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def rows_table(rows: list) -> list:
+    """The per-unit markdown table of the benchmark's rows (its JSON's ``rows``)."""
+    def f3(v) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    return markdown_table(
+        ["unit", "ch", "kept", "rho(e1, acc)", "rho(e1, loss)", "centred rho(acc)", "centred rho(loss)",
+         "stage 2 half/half rho(acc) / rho(loss)", "GA-best e1", "GA-best acc (pct)", "random e1 min-max",
+         "random acc min / mean / max"],
+        [[r["unit"], r["channels"], r["keep"], f3(r["spearman_error_accuracy"]), f3(r["spearman_error_loss"]),
+          f3(r["spearman_centred_accuracy"]), f3(r["spearman_centred_loss"]),
+          f"{f3(r['stage2_split_half_accuracy'])} / {f3(r['stage2_split_half_loss'])}", f"{r['ga_best_error']:.3f}",
+          f"{r['ga_best_accuracy']:.3f} ({r['ga_best_accuracy_percentile']:.0f})",
+          f"{r['error_min']:.3f}-{r['error_max']:.3f}",
+          f"{r['accuracy_min']:.3f} / {r['accuracy_mean']:.3f} / {r['accuracy_max']:.3f}"] for r in rows],
+        align="lrrrrrrlrlll")
 
 
 def main() -> None:
@@ -180,7 +200,6 @@ def main() -> None:
     else:
         save(f"{stem}.json", result)
         md_path = RESULTS / f"{stem}.md"
-    f3 = (lambda v: "-" if v is None else f"{v:.2f}")
     md = [f"# Stage-1 fidelity: {meta.get('arch')} {meta.get('model_kwargs')} on {Path(data_name).name}", "",
           f"Spearman rank correlation between the stage-1 reconstruction error (e1) and stage 2 (held-out accuracy "
           f"and loss after adaptive BN) over {a.masks} random masks per unit at keep ratio {a.keep}; "
@@ -189,18 +208,7 @@ def main() -> None:
           "re-estimated BN absorbs). *stage 2 half/half*: stage 2 ranked on one half of the held-out images vs the "
           "other -- the ceiling for any proxy. *GA-best*: the mask a GA "
           f"({a.ga_population} x {a.ga_generations}) finds by minimising e1, its accuracy and its percentile among "
-          "the random masks' accuracies.", "",
-          "| unit | ch | kept | rho(e1, acc) | rho(e1, loss) | centred rho(acc) | centred rho(loss) "
-          "| stage 2 half/half rho(acc) / rho(loss) | GA-best e1 | GA-best acc (pct) | random e1 min-max "
-          "| random acc min / mean / max |",
-          "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|"]
-    for r in rows:
-        md.append(f"| {r['unit']} | {r['channels']} | {r['keep']} | {f3(r['spearman_error_accuracy'])} | "
-                  f"{f3(r['spearman_error_loss'])} | {f3(r['spearman_centred_accuracy'])} | "
-                  f"{f3(r['spearman_centred_loss'])} | {f3(r['stage2_split_half_accuracy'])} / "
-                  f"{f3(r['stage2_split_half_loss'])} | {r['ga_best_error']:.3f} | {r['ga_best_accuracy']:.3f} "
-                  f"({r['ga_best_accuracy_percentile']:.0f}) | {r['error_min']:.3f}-{r['error_max']:.3f} | "
-                  f"{r['accuracy_min']:.3f} / {r['accuracy_mean']:.3f} / {r['accuracy_max']:.3f} |")
+          "the random masks' accuracies.", ""] + rows_table(rows)
     md += ["", "Medians: " + "; ".join(f"{k_} {v:.3f}" for k_, v in medians.items()) +
            f". Wall time {result['wall_time_s']:.0f} s ({a.threads} thread(s), load average "
            f"{os.getloadavg()[0]:.1f})."]

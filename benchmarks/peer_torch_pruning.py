@@ -34,6 +34,8 @@ from pathlib import Path
 
 from _common import RESULTS, machine, save, shared_cifar10, step_finetune
 
+from evoprune.textable import markdown_table
+
 
 def load_base(checkpoint: str):
     from evoprune.models.checkpoint import load_model
@@ -185,6 +187,28 @@ def stats_row(rows: list) -> dict:
             "per_seed": v}
 
 
+def markdown(table: dict) -> list:
+    """The benchmark's table (baseline, ours, every peer run in the order run) and the Welch test's line."""
+    o = table["ours"]
+    body = [["baseline", 1, f"{100 * table['baseline']['test_top1']:.2f} %", "", "1.00x", "1.00x"],
+            [f"ours ({o['selector']})", o["n"], f"{100 * o['mean']:.2f} ± {100 * o['std']:.2f} %", "",
+             f"{o['macs_reduction']:.2f}x", f"{o['params_reduction']:.2f}x"]]
+    for n, r in table.items():
+        if n in ("baseline", "ours", "ours_vs_best_peer"):
+            continue
+        ap = "" if r["after_prune_top1"] != r["after_prune_top1"] else f"{100 * r['after_prune_top1']:.2f} %"
+        body.append([n, r["n"], f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f} %", ap, f"{r['macs_reduction']:.2f}x",
+                     f"{r['params_reduction']:.2f}x"])
+    md = markdown_table(["run", "seeds", "test acc. after fine-tune", "right after pruning", "MACs reduction",
+                         "params reduction"], body)
+    if "ours_vs_best_peer" in table:
+        t = table["ours_vs_best_peer"]
+        md.append(f"\nOurs vs the best Torch-Pruning variant at equal MACs ({t['peer']}): {t['difference_pt']:+.2f} pt, "
+                  f"Welch t = {t['welch_t']:.2f}, p = {t['p_value']:.3g}; every fine-tune took {o['steps']} "
+                  "optimiser steps.")
+    return md
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True)
@@ -242,22 +266,7 @@ def main() -> None:
                                       "difference_pt": 100 * (table["ours"]["mean"] - table[best]["mean"])}
     save(f"peer_torch_pruning{a.tag}.json", {"checkpoint": a.checkpoint, "table": table, "machine": machine(),
                                               "settings": vars(a)})
-    md = ["| run | seeds | test acc. after fine-tune | right after pruning | MACs reduction | params reduction |",
-          "|---|---|---|---|---|---|",
-          f"| baseline | 1 | {100 * base_test:.2f} % | | 1.00x | 1.00x |",
-          f"| ours ({table['ours']['selector']}) | {table['ours']['n']} | {100 * table['ours']['mean']:.2f} ± "
-          f"{100 * table['ours']['std']:.2f} % | | {table['ours']['macs_reduction']:.2f}x | "
-          f"{table['ours']['params_reduction']:.2f}x |"]
-    for n in names:
-        r = table[n]
-        ap = "" if r["after_prune_top1"] != r["after_prune_top1"] else f"{100 * r['after_prune_top1']:.2f} %"
-        md.append(f"| {n} | {r['n']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} % | {ap} | "
-                  f"{r['macs_reduction']:.2f}x | {r['params_reduction']:.2f}x |")
-    if "ours_vs_best_peer" in table:
-        t = table["ours_vs_best_peer"]
-        md.append(f"\nOurs vs the best Torch-Pruning variant at equal MACs ({t['peer']}): {t['difference_pt']:+.2f} pt, "
-                  f"Welch t = {t['welch_t']:.2f}, p = {t['p_value']:.3g}; every fine-tune took {budget['steps']} "
-                  "optimiser steps.")
+    md = markdown(table)
     (RESULTS / f"peer_torch_pruning{a.tag}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

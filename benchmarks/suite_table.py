@@ -25,6 +25,8 @@ import numpy as np
 
 from _common import RESULTS, ROOT, machine, save, shared_cifar10
 
+from evoprune.textable import markdown_table
+
 SUITES = {  # bundled name -> committed checkpoint it is made from
     "vgg16_w0.25": RESULTS / "vgg16_w0.25_e60_cifar10.pt",
     "resnet20": RESULTS / "resnet20_e12_cifar10.pt",
@@ -140,21 +142,20 @@ def merge_earlier(result: dict) -> None:
 
 def markdown(r: dict) -> str:
     b = [str(x) for x in r["budgets"]]
-    lines = ["| suite | instances | strategy | " + " | ".join(f"mean gap @ {x}" for x in b)
-             + f" | instances won @ {b[-1]} | Friedman rank @ {b[-1]} |",
-             "|---|---|---|" + "---|" * len(b) + "---|---|"]
+    body = []
     for name, s in r["suites"].items():
         last = s["by_budget"][b[-1]]
         for label in r["strategies"]:
-            gaps = " | ".join(f"{100 * s['by_budget'][x]['strategies'][label]['mean_gap']:.2f} %" for x in b)
-            lines.append(f"| {name} | {s['instances']} | {label} | {gaps} | {last['strategies'][label]['wins']} | "
-                         f"{last['friedman']['avg_ranks'][label]:.2f} |")
+            body.append([name, s["instances"], label]
+                        + [f"{100 * s['by_budget'][x]['strategies'][label]['mean_gap']:.2f} %" for x in b]
+                        + [last["strategies"][label]["wins"], f"{last['friedman']['avg_ranks'][label]:.2f}"])
         ref = s["references"]
-        lines.append(f"| {name} | {s['instances']} | ThiNet greedy (0 evaluations) | "
-                     + " | ".join(f"{100 * ref['greedy']['mean_gap']:.2f} %" for _ in b) + " | - | - |")
-        lines.append(f"| {name} | {s['instances']} | greedy + swap descent "
-                     f"({ref['greedy+swap-descent']['evaluations_mean']:.0f} evaluations) | "
-                     + " | ".join(f"{100 * ref['greedy+swap-descent']['mean_gap']:.2f} %" for _ in b) + " | - | - |")
+        for label, key in (("ThiNet greedy (0 evaluations)", "greedy"),
+                           (f"greedy + swap descent ({ref['greedy+swap-descent']['evaluations_mean']:.0f} "
+                            "evaluations)", "greedy+swap-descent")):
+            body.append([name, s["instances"], label] + [f"{100 * ref[key]['mean_gap']:.2f} %"] * len(b) + ["-", "-"])
+    lines = markdown_table(["suite", "instances", "strategy"] + [f"mean gap @ {x}" for x in b]
+                           + [f"instances won @ {b[-1]}", f"Friedman rank @ {b[-1]}"], body)
     return "\n".join(lines)
 
 

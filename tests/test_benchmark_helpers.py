@@ -47,3 +47,32 @@ def test_reproduction_table_reads_the_committed_results():
     assert ga["per_seed"] == rep["selectors"][0]["per_seed_after_finetune"]
     assert welch([0.80, 0.81, 0.82], [0.80, 0.81, 0.82])["p_value"] == 1.0 and welch([0.8], [0.7, 0.71]) is None
     assert rows_from("no-such-tag") == ([], None)
+
+
+def test_benchmark_tables_rebuild_from_their_committed_json():
+    """Each benchmark's markdown comes from its JSON alone: rebuilt now, it is the committed .md (blanks aside)."""
+    import json
+    import re
+
+    import allocation_search
+    import compare_strategies
+    import families
+    import peer_torch_pruning
+    import suite_table
+    from _common import RESULTS
+
+    def norm(text: str) -> str:
+        return re.sub(r"\| +\|", "||", re.sub(r"\| +\|", "||", text)).strip()
+
+    def load(name: str) -> dict:
+        return json.loads((RESULTS / name).read_text())
+
+    built = {"suite_table.md": suite_table.markdown(load("suite_table.json")),
+             "allocation_search.md": "\n".join(allocation_search.markdown(load("allocation_search.json"))),
+             "families.md": "\n".join(families.markdown(load("families.json")["rows"])),
+             "compare_strategies.md": compare_strategies.table(load("compare_strategies.json")),
+             "peer_torch_pruning_vgg16_w0.25_e60.md": "\n".join(peer_torch_pruning.markdown(
+                 load("peer_torch_pruning_vgg16_w0.25_e60.json")["table"]))}
+    for name, text in built.items():
+        assert norm(text) == norm((RESULTS / name).read_text()), name
+        assert text.count("\n|---") == 1 or name == "compare_strategies.md"
