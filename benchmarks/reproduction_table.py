@@ -1,14 +1,16 @@
-"""The reproduction's one table (VGG-16 w0.25, CIFAR-10): ours beside Torch-Pruning and Liu et al.'s controls.
+"""The reproduction's one table (one baseline, CIFAR-10): ours beside Torch-Pruning and Liu et al.'s controls.
 
 Reads only committed results -- the reproduction (``reproduce_cifar10<tag>{,_seeded}.json``), the peer comparison
 (``peer_torch_pruning<tag>{,_scratch}.json``) and the ablation (``ablation<tag>.json``) -- and writes one table
 with every row at the same budget: mean ± std over seeds, accuracy right after pruning where it was measured,
 MACs and params reductions, minutes per run, and a Welch t-test of each of our rows against the best
 Torch-Pruning variant (at equal MACs and equal fine-tune steps) and against the scratch control; then the
-issue's three targets (at or above the baseline, best peer + 1.5 pt, at or above the scratch control), met or
-missed and by how much. Rows whose source is missing are left out, so it runs at any stage of the benchmarks.
+issue's targets (at or above the baseline less ``--baseline-slack-pt``, best peer + ``--margin-pt``, at or above
+the scratch control), met or missed and by how much. Rows whose source is missing are left out, so it runs at any
+stage of the benchmarks.
 
     python benchmarks/reproduction_table.py     # seconds; writes benchmarks/results/reproduction_table<tag>.{json,md}
+    python benchmarks/reproduction_table.py --tag resnet56_e60 --margin-pt 0.5 --baseline-slack-pt 0.3   # ResNet-56
 """
 from __future__ import annotations
 
@@ -58,7 +60,8 @@ def rows_from(tag: str) -> tuple[list, float | None]:
     base = rep["base"]["test_top1"] if rep else (peer["table"]["baseline"]["test_top1"] if peer else None)
     if base is not None:
         rows.append(row("baseline", "baseline", [base], 1.0, 1.0))
-    steps = "1,154 steps"
+    # every short fine-tune (ours and the peers') took the optimiser steps the peer benchmark recorded for ours
+    steps = f"{peer['table']['ours']['steps']:,} steps" if peer else "per-unit + final epochs"
     for src, labels in ((rep, {"ga": "ours: GA + two-step fitness + KD (the paper's method, `--seeding none`)",
                                "l1": "ours with L1 channels (same allocation and fine-tune)"}),
                         (seeded, {"ga": "ours, prune's default GA start (`--seeding greedy`)"})):
@@ -102,16 +105,27 @@ def rows_from(tag: str) -> tuple[list, float | None]:
                             t["wall_time_s"] / 60 / t["n"], steps))
     t = (scratch or {}).get("table", {}).get("scratch")
     if t:
-        rows.append(row("control: our pruned shapes trained **from scratch**, baseline's epochs + 2 (Liu et al.)",
-                        "scratch", t["per_seed"], t["macs_reduction"], t["params_reduction"],
-                        minutes=t["wall_time_s"] / 60 / t["n"], steps="62 epochs"))
+        epochs = scratch_epochs(scratch)
+        rows.append(row(f"control: our pruned shapes trained **from scratch**, baseline's epochs + fine-tune's "
+                        f"(Liu et al.)", "scratch", t["per_seed"], t["macs_reduction"], t["params_reduction"],
+                        minutes=t["wall_time_s"] / 60 / t["n"], steps=f"{epochs} epochs" if epochs else ""))
     return rows, base
+
+
+def scratch_epochs(scratch: dict) -> int | None:
+    """The scratch control's training epochs, from its committed per-run result."""
+    from pathlib import Path
+
+    run = RESULTS / f"peer_{Path(scratch['checkpoint']).stem}" / "scratch-seed0.json"
+    return json.loads(run.read_text()).get("epochs") if run.exists() else None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tag", default="vgg16_w0.25_e60", help="the benchmarks' tag (file names)")
     ap.add_argument("--margin-pt", type=float, default=1.5, help="the issue's margin over the best peer")
+    ap.add_argument("--baseline-slack-pt", type=float, default=0.0,
+                    help="the baseline target's allowance (the issue: 0 for VGG-16, 0.3 for ResNet-56)")
     a = ap.parse_args()
     rows, base = rows_from(a.tag)
     if not rows:
@@ -128,7 +142,9 @@ def main() -> None:
     # the peer margin is asked at equal fine-tune steps: only our rows with the peers' budget count for it
     same_steps = [r for r in ours if best_peer and r["fine_tune"] == best_peer["fine_tune"]]
     targets = []
-    for what, ref, pool in (("at or above the baseline (the paper's claim)", base, ours),
+    slack = f" - {a.baseline_slack_pt:g} pt" if a.baseline_slack_pt else ""
+    for what, ref, pool in ((f"at or above the baseline{slack} (the paper's claim)",
+                             None if base is None else base - a.baseline_slack_pt / 100, ours),
                             (f"best Torch-Pruning variant + {a.margin_pt:g} pt at equal MACs and fine-tune steps",
                              best_peer["mean"] + a.margin_pt / 100 if best_peer else None, same_steps),
                             ("at or above the scratch control", scratch["mean"] if scratch else None, ours),
