@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="prune runs side by side (1 thread each when > 1)")
     ap.add_argument("--table-only", action="store_true",
                     help="run nothing: tabulate the runs under --out that have finished")
+    ap.add_argument("--tolerance-pt", type=float, default=0.5,
+                    help="the target's accuracy allowance below the baseline (the issue's ResNet-56 target: 0.3)")
     ap.add_argument("--tag", default="", help="suffix of the result files (e.g. resnet20), so runs do not clobber")
     a = ap.parse_args()
     a.data = a.data or f"imagefolder:{shared_cifar10()}"
@@ -196,14 +198,15 @@ def main() -> None:
                          "mean stage-1 error", "MACs reduction", "params reduction"], body)
     md.append(f"\nBaseline: test {100 * base['test_top1']:.2f} %, {base['macs']:,} MACs, {base['params']:,} params.")
     # the target: the asked-for reductions (3x MACs and 8x params for VGG, 2x MACs for ResNet), rounded as
-    # stated, and accuracy within 0.5 pt of the baseline
+    # stated, and accuracy within --tolerance-pt of the baseline (settings of runs older than the flag: 0.5)
+    tol = float(a.tolerance_pt)
     need = {"macs": round(1 / a.target_macs, 1), "params": round(1 / a.target_params, 1) if a.target_params else 0}
     goal = f">= {need['macs']:g}x MACs, " + (f">= {need['params']:g}x params, " if need["params"] else "")
 
     def verdict(final: dict, drop: float) -> str:
-        ok = (drop >= -0.5 and final["macs_reduction"] >= need["macs"]
+        ok = (drop >= -tol and final["macs_reduction"] >= need["macs"]
               and final["params_reduction"] >= need["params"])
-        return f"target ({goal}>= baseline - 0.5 pt): {'met' if ok else 'NOT met'}"
+        return f"target ({goal}>= baseline - {tol:g} pt): {'met' if ok else 'NOT met'}"
 
     if ("ga", "finetuned") in runs:
         accs = [r["final"]["test_top1"] for r in runs[("ga", "finetuned")]]

@@ -106,8 +106,8 @@ def rows_from(tag: str) -> tuple[list, float | None]:
     t = (scratch or {}).get("table", {}).get("scratch")
     if t:
         epochs = scratch_epochs(scratch)
-        rows.append(row(f"control: our pruned shapes trained **from scratch**, baseline's epochs + fine-tune's "
-                        f"(Liu et al.)", "scratch", t["per_seed"], t["macs_reduction"], t["params_reduction"],
+        rows.append(row("control: our pruned shapes trained **from scratch**, baseline's epochs + fine-tune's "
+                        "(Liu et al.)", "scratch", t["per_seed"], t["macs_reduction"], t["params_reduction"],
                         minutes=t["wall_time_s"] / 60 / t["n"], steps=f"{epochs} epochs" if epochs else ""))
     return rows, base
 
