@@ -69,8 +69,9 @@ def rows_from(tag: str) -> tuple[list, float | None]:
             if s["selector"] in labels and s["per_seed_after_finetune"]:
                 ap = s["per_seed_after_prune"]
                 rows.append(row(labels[s["selector"]], "ours", s["per_seed_after_finetune"], s["macs_reduction"],
-                                s["params_reduction"], f"{100 * statistics.mean(ap):.2f} ± "
-                                f"{100 * statistics.stdev(ap):.2f} % (adaptive BN)" if len(ap) > 1 else "",
+                                s["params_reduction"], f"{100 * statistics.mean(ap):.2f}"
+                                + (f" ± {100 * statistics.stdev(ap):.2f}" if len(ap) > 1 else "") + " % (adaptive BN)"
+                                if ap else "",
                                 s["wall_time_s"] / 60, steps))
     for long in (rep or {}).get("paper_method_long_finetune", []):
         rows.append(row(f"ours (the paper's method, seed 0), **{long['finetune_epochs']}-epoch** KD fine-tune",
