@@ -198,8 +198,8 @@ def main() -> None:
                          "mean stage-1 error", "MACs reduction", "params reduction"], body)
     md.append(f"\nBaseline: test {100 * base['test_top1']:.2f} %, {base['macs']:,} MACs, {base['params']:,} params.")
     # the target: the asked-for reductions (3x MACs and 8x params for VGG, 2x MACs for ResNet), rounded as
-    # stated, and accuracy within --tolerance-pt of the baseline (settings of runs older than the flag: 0.5)
-    tol = float(a.tolerance_pt)
+    # stated, and accuracy within --tolerance-pt of the baseline
+    tol = a.tolerance_pt
     need = {"macs": round(1 / a.target_macs, 1), "params": round(1 / a.target_params, 1) if a.target_params else 0}
     goal = f">= {need['macs']:g}x MACs, " + (f">= {need['params']:g}x params, " if need["params"] else "")
 
