@@ -91,7 +91,7 @@ def prune_one(cell: Cell, seed: int, a, phase: str = "finetuned") -> dict:
     ft = ["--finetune-steps", "0", "--finetune-epochs", "0"] if phase == "pruned" else \
         ["--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(cell.epochs or a.finetune_epochs)]
     flags = ["--checkpoint", a.checkpoint, "--data", a.data, "--target-macs", str(a.target_macs),
-             "--target-params", str(a.target_params), "--sensitivity", str(a.sens_file),
+             *(["--target-params", str(a.target_params)] if a.target_params else []), "--sensitivity", str(a.sens_file),
              "--batch-size", str(a.batch_size), *ft, "--pop-size", str(a.pop_size),
              "--generations", str(a.generations), "--allocation-budget", str(a.allocation_budget),
              "--seed", str(seed), "--device", "cpu", *cell.flags()]
@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=str(RESULTS / "vgg16_w0.25_e60_cifar10.pt"))
     ap.add_argument("--data", default=None, help="default: imagefolder:<shared cifar10-jpeg.tar.gz>")
     ap.add_argument("--target-macs", type=float, default=0.33)
-    ap.add_argument("--target-params", type=float, default=0.125)
+    ap.add_argument("--target-params", type=float, default=0.125, help="0: no parameter budget (ResNet-56)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--allocations", default="sensitivity,search")
     ap.add_argument("--selectors", default="l1,ga")
