@@ -20,6 +20,8 @@ al.'s (2019) controls, with ``--controls``:
 Every run writes ``--out/<name>-seed<S>/result.json`` and a committed copy
 ``benchmarks/results/peer_<checkpoint stem>/<name>-seed<S>.json``, and is skipped when either exists (resumable on a fresh
 machine; an interrupted training continues from its state file under ``--out``). Results: ``benchmarks/results/peer_torch_pruning<tag>.json``.
+``--table-only`` writes them from the runs x seeds finished so far (the others left out), e.g. after runs of one seed
+were started separately.
 
     python benchmarks/peer_torch_pruning.py --checkpoint benchmarks/results/vgg16_w0.25_e60_cifar10.pt \\
         --ours runs/reproduce-w0.25/ga-seed0 --seeds 0,1,2 --controls
@@ -134,6 +136,8 @@ def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict,
     for done in (keep, d / "result.json"):
         if done.exists():
             return json.loads(done.read_text())
+    if a.table_only:
+        return None
     d.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     loaders.train.seed = seed
@@ -223,6 +227,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--out", default="runs/peer")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--table-only", action="store_true",
+                    help="the table of the runs finished so far (a run x seed not finished is left out, not run)")
     a = ap.parse_args()
     import torch
 
@@ -244,8 +250,9 @@ def main() -> None:
     budget = dict(ours[0], base_macs=base_macs, base_params=base_params)
     names = [n for n in a.runs.split(",") if n] + (["scratch", "continue"] if a.controls else [])
     out = Path(a.out)
-    results = {n: [one_run(n, int(s), a, base, meta, loaders, example, budget, out) for s in a.seeds.split(",")]
-               for n in names}
+    results = {n: [r for s in a.seeds.split(",") if (r := one_run(n, int(s), a, base, meta, loaders, example, budget,
+                                                                    out)) is not None] for n in names}
+    results = {n: rows for n, rows in results.items() if rows}
     table = {"baseline": {"test_top1": base_test, "macs": base_macs, "params": base_params},
              "ours": {"runs": [str(r) for r in a.ours], "selector": ours[0]["selector"],
                       **stats_row([{"test_top1": o["test_top1"]} for o in ours]),
