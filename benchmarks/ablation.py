@@ -229,17 +229,19 @@ def main() -> None:
     kd = {(r["allocation"], r["selector"], r["refit"]): r["per_seed_after_finetune"] for r in rows
           if Cell(r["allocation"], r["selector"], r["refit"]).name == r["cell"]}  # the grid's own cells only
     effects = {}
-    for i, (factor, (lo, hi)) in enumerate((("allocation", ("sensitivity", "search")), ("channels", ("l1", "ga")),
-                                            ("refit", ("off", "on")))):
-        pairs = []
-        for key, per_seed in kd.items():
-            if key[i] != lo:
-                continue
-            other = tuple(hi if j == i else v for j, v in enumerate(key))
-            pairs += [(per_seed[sd], kd[other][sd]) for sd in per_seed if other in kd and sd in kd[other]]
-        if pairs:
-            effects[f"{factor}: {hi} vs {lo}"] = {**paired([b for _, b in pairs], [a for a, _ in pairs]),
-                                                  "wins": sum(b > a for a, b in pairs)}
+    # each level against the reference's level of the same factor (allocation: search and uniform vs sensitivity)
+    for i, factor in enumerate(("allocation", "channels", "refit")):
+        lo = REFERENCE[i]
+        for hi in dict.fromkeys(k[i] for k in kd if k[i] != lo):
+            pairs = []
+            for key, per_seed in kd.items():
+                if key[i] != lo:
+                    continue
+                other = tuple(hi if j == i else v for j, v in enumerate(key))
+                pairs += [(per_seed[sd], kd[other][sd]) for sd in per_seed if other in kd and sd in kd[other]]
+            if pairs:
+                effects[f"{factor}: {hi} vs {lo}"] = {**paired([b for _, b in pairs], [a for a, _ in pairs]),
+                                                      "wins": sum(b > a for a, b in pairs)}
     result = {"checkpoint": a.checkpoint, "base": base, "reference": Cell(*REFERENCE).name,
               "settings": {k: str(v) for k, v in vars(a).items()}, "rows": rows, "main_effects": effects,
               "invocation_wall_time_s": time.time() - t0, "machine": machine()}
@@ -251,8 +253,8 @@ def main() -> None:
     body = []
     for r in rows:
         v, err = r["vs_reference"], r["refit_rel_error"]
-        vs = "reference" if v is None else (f"{v['mean_diff_pt']:+.2f} pt" + (f", p={v['wilcoxon_p']:.2f}"
-                                                                               if "wilcoxon_p" in v else ""))
+        vs = "reference" if v is None else "reference not run" if not v["n_pairs"] else (
+            f"{v['mean_diff_pt']:+.2f} pt" + (f", p={v['wilcoxon_p']:.2f}" if "wilcoxon_p" in v else ""))
         kd_term = ("KD + AT " + format(r["at_weight"], "g") if r["at_weight"] else "KD") + (
             f", {r['finetune_epochs']} epochs" if r["finetune_epochs"] != a.finetune_epochs else "")
         body.append([r["allocation"], r["selector"] + (f" ({r['fitness']})" if r["fitness"] else ""), r["refit"],
@@ -272,7 +274,9 @@ def main() -> None:
         md.append(f"\nBaseline `{os.path.relpath(a.checkpoint, ROOT)}`: test {100 * base['test_top1']:.2f} %, {base['macs']:,} MACs, "
                   f"{base['params']:,} params. Fine-tune: {a.finetune_steps} KD steps per unit + {a.finetune_epochs} "
                   f"KD epochs; GA {a.pop_size} x {a.generations}; allocation search {a.allocation_budget} evaluations. "
-                  f"Paired Wilcoxon over seeds (n = 3 cannot reach p < 0.05: its smallest two-sided p is 0.25).")
+                  + (f"Paired Wilcoxon over seeds (n = {a.seeds} cannot reach p < 0.05: its smallest two-sided p "
+                     f"is {2 ** (1 - a.seeds):.2g})." if 1 < a.seeds < 6 else
+                     "Paired Wilcoxon over seeds." if a.seeds > 1 else "One seed: no test."))
     (RESULTS / f"ablation{a.tag}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
