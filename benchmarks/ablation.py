@@ -122,6 +122,35 @@ def paired(vals: list, ref: list) -> dict:
     return out
 
 
+def main_effects(kd: dict) -> dict:
+    """Main effects of the factorial design: each level of each factor against the reference's level of that factor
+    (allocation: search and uniform vs sensitivity; channels: ga vs l1; refit: on vs off), paired over the other
+    factors and the seeds; ``kd`` maps (allocation, selector, refit) to {seed: accuracy} (KD cells only)."""
+    effects = {}
+    for i, factor in enumerate(("allocation", "channels", "refit")):
+        lo = REFERENCE[i]
+        for hi in dict.fromkeys(k[i] for k in kd if k[i] != lo):
+            pairs = []
+            for key, per_seed in kd.items():
+                if key[i] != lo:
+                    continue
+                other = tuple(hi if j == i else v for j, v in enumerate(key))
+                pairs += [(per_seed[sd], kd[other][sd]) for sd in per_seed if other in kd and sd in kd[other]]
+            if pairs:
+                effects[f"{factor}: {hi} vs {lo}"] = {**paired([b for _, b in pairs], [a for a, _ in pairs]),
+                                                      "wins": sum(b > a for a, b in pairs)}
+    return effects
+
+
+def vs_reference(v: dict | None) -> str:
+    """A row's paired comparison with the reference cell, as the table prints it."""
+    if v is None:
+        return "reference"
+    if not v["n_pairs"]:
+        return "reference not run"
+    return f"{v['mean_diff_pt']:+.2f} pt" + (f", p={v['wilcoxon_p']:.2f}" if "wilcoxon_p" in v else "")
+
+
 def fmt(vals: list) -> str:
     if not vals:
         return "not run"
@@ -224,24 +253,9 @@ def main() -> None:
                      "vs_reference": paired([ft[s] for s in common], [ref_by_seed[s] for s in common])
                      if cell != Cell(*REFERENCE) else None})
     rows.sort(key=lambda r: -(r["mean_after_finetune"] or 0))
-    # main effects of the factorial design: each factor's two levels paired over the other factors and the seeds
-    # (KD only), the Wilcoxon signed-rank test over all those pairs
     kd = {(r["allocation"], r["selector"], r["refit"]): r["per_seed_after_finetune"] for r in rows
           if Cell(r["allocation"], r["selector"], r["refit"]).name == r["cell"]}  # the grid's own cells only
-    effects = {}
-    # each level against the reference's level of the same factor (allocation: search and uniform vs sensitivity)
-    for i, factor in enumerate(("allocation", "channels", "refit")):
-        lo = REFERENCE[i]
-        for hi in dict.fromkeys(k[i] for k in kd if k[i] != lo):
-            pairs = []
-            for key, per_seed in kd.items():
-                if key[i] != lo:
-                    continue
-                other = tuple(hi if j == i else v for j, v in enumerate(key))
-                pairs += [(per_seed[sd], kd[other][sd]) for sd in per_seed if other in kd and sd in kd[other]]
-            if pairs:
-                effects[f"{factor}: {hi} vs {lo}"] = {**paired([b for _, b in pairs], [a for a, _ in pairs]),
-                                                      "wins": sum(b > a for a, b in pairs)}
+    effects = main_effects(kd)
     result = {"checkpoint": a.checkpoint, "base": base, "reference": Cell(*REFERENCE).name,
               "settings": {k: str(v) for k, v in vars(a).items()}, "rows": rows, "main_effects": effects,
               "invocation_wall_time_s": time.time() - t0, "machine": machine()}
@@ -253,8 +267,7 @@ def main() -> None:
     body = []
     for r in rows:
         v, err = r["vs_reference"], r["refit_rel_error"]
-        vs = "reference" if v is None else "reference not run" if not v["n_pairs"] else (
-            f"{v['mean_diff_pt']:+.2f} pt" + (f", p={v['wilcoxon_p']:.2f}" if "wilcoxon_p" in v else ""))
+        vs = vs_reference(v)
         kd_term = ("KD + AT " + format(r["at_weight"], "g") if r["at_weight"] else "KD") + (
             f", {r['finetune_epochs']} epochs" if r["finetune_epochs"] != a.finetune_epochs else "")
         body.append([r["allocation"], r["selector"] + (f" ({r['fitness']})" if r["fitness"] else ""), r["refit"],

@@ -76,3 +76,22 @@ def test_benchmark_tables_rebuild_from_their_committed_json():
     for name, text in built.items():
         assert norm(text) == norm((RESULTS / name).read_text()), name
         assert text.count("\n|---") == 1 or name == "compare_strategies.md"
+
+
+def test_ablation_main_effects_pair_every_level_with_the_reference_level():
+    from ablation import main_effects, vs_reference
+
+    kd = {("sensitivity", "l1", "on"): {"0": 0.80, "1": 0.82},
+          ("uniform", "l1", "on"): {"0": 0.83, "1": 0.81},
+          ("search", "l1", "on"): {"0": 0.79},
+          ("sensitivity", "l1", "off"): {"1": 0.80}}
+    eff = main_effects(kd)
+    assert set(eff) == {"allocation: uniform vs sensitivity", "allocation: search vs sensitivity", "refit: on vs off"}
+    uni = eff["allocation: uniform vs sensitivity"]
+    assert uni["n_pairs"] == 2 and uni["wins"] == 1 and abs(uni["mean_diff_pt"] - 1.0) < 1e-9
+    assert eff["allocation: search vs sensitivity"]["n_pairs"] == 1  # only seed 0 ran under search
+    on = eff["refit: on vs off"]
+    assert on["n_pairs"] == 1 and abs(on["mean_diff_pt"] - 2.0) < 1e-9  # paired by seed: seed 1 only
+    assert vs_reference(None) == "reference"
+    assert vs_reference({"n_pairs": 0, "mean_diff_pt": float("nan")}) == "reference not run"
+    assert vs_reference({"n_pairs": 2, "mean_diff_pt": 1.0, "wilcoxon_p": 0.5}) == "+1.00 pt, p=0.50"
