@@ -225,7 +225,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--ours", required=True, nargs="+", help="finished evoprune prune run directories (one per seed), or the reproduction's committed "
                          "reproduce_cifar10<tag>.json when they are gone")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seed ids (reproduce_cifar10.py and ablation.py take a count)")
     ap.add_argument("--runs", default="tp-l1-uniform@macs,tp-l1-uniform@params,tp-group-global@macs,"
                                       "tp-group-global@params")
     ap.add_argument("--controls", action="store_true", help="also the scratch and continue controls")

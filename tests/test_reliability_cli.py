@@ -133,6 +133,10 @@ CASES: List[Case] = [
     # ---- prune / sensitivity
     Case("prune-target-out-of-range", ["prune", "--checkpoint", "{sb}/run/model.pt", "--target-macs", "1.5",
                                        "--device", "cpu"], r"--target-macs.*\(0, 1\]"),
+    Case("prune-kd-alpha-above-one", ["prune", "--checkpoint", "{sb}/run/model.pt", "--alpha", "1.5",
+                                      "--device", "cpu"], r"--alpha.*\[0, 1\]"),
+    Case("finetune-kd-alpha-negative", ["finetune", "--checkpoint", "{sb}/run/model.pt", "--alpha", "-0.5",
+                                        "--device", "cpu"], r"--alpha.*\[0, 1\]"),
     Case("prune-two-kinds-of-target", ["prune", "--checkpoint", "{sb}/run/model.pt", "--target-macs", "0.5",
                                        "--max-drop", "0.05", "--out", "{sb}/new", "--device", "cpu"],
          r"one kind of target"),

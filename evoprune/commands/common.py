@@ -56,6 +56,18 @@ def non_negative(ctx, param, value):
     return finite(ctx, param, value)
 
 
+def zero_one(ctx, param, value):
+    if value is not None and not (0.0 <= value <= 1.0):
+        raise click.BadParameter(f"must be in [0, 1], got {value}")
+    return value
+
+
+# one text for the KD options that prune and finetune share
+TEMPERATURE_HELP = "KD softmax temperature T (the soft term is scaled by T^2, Hinton et al.)."
+ALPHA_HELP = "Weight of the KD term: alpha * KD + (1 - alpha) * cross-entropy on the labels."
+CALIB_SIZE_HELP = "Training images held out for calibration (default: as at training time)."
+
+
 def unit_interval(ctx, param, value):
     if value is not None and not (0.0 < value <= 1.0):
         raise click.BadParameter(f"must be in (0, 1], got {value}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from evoprune.commands.common import (Ctx, one_voice, apply_config, data_options, default_out, echo, emit_json, handle_errors,
-                                      non_negative, positive, run_options, worker_options)
+                                      ALPHA_HELP, CALIB_SIZE_HELP, TEMPERATURE_HELP, non_negative, positive,
+                                      run_options, worker_options, zero_one)
 from evoprune.config import ALLOCATIONS, DEFAULT_TARGET_MACS, PRUNE_DEFAULTS, SEEDINGS
 
 
@@ -27,8 +28,7 @@ def _common_model_options(f):
     f = click.option("--model", "model_name", default=None, help="Architecture, only for plain state-dict files.")(f)
     f = click.option("--exclude", multiple=True, metavar="PATTERN",
                      help="Module-name pattern (fnmatch) of convs never to prune; repeatable.")(f)
-    f = click.option("--calib-size", default=None, type=int, callback=non_negative,
-                     help="Training images held out for calibration (default: as at training time).")(f)
+    f = click.option("--calib-size", default=None, type=int, callback=non_negative, help=CALIB_SIZE_HELP)(f)
     f = _option("--batch-size", type=int, callback=positive)(f)
     f = _option("--bn-batches", type=int, callback=positive, help="Training batches for adaptive-BN re-estimation.")(f)
     f = _option("--eval-batches", type=int, callback=positive,
@@ -68,7 +68,7 @@ def _common_model_options(f):
 @_option("--order", type=click.Choice(["sensitivity", "forward"]),
          help="Prune least sensitive units first, or front to back.")
 @_option("--sensitivity-method", help="Selector used for sensitivity curves.")
-@_option("--min-keep", type=int, callback=positive)
+@_option("--min-keep", type=int, callback=positive, help="Fewest channels any unit keeps.")
 @_option("--pop-size", type=int, callback=positive, help="GA population.")
 @_option("--generations", type=int, callback=positive, help="GA generations.")
 @_option("--crossover", help="GA crossover operator (name or module:fn).")
@@ -89,11 +89,12 @@ def _common_model_options(f):
 @_option("--calib-batches", type=int, callback=positive, help="Batches for stage-1 reconstruction statistics.")
 @_option("--finetune-steps", type=int, callback=non_negative, help="KD fine-tune steps after each unit.")
 @_option("--finetune-epochs", type=int, callback=non_negative, help="Final KD fine-tune epochs.")
-@_option("--finetune-lr", type=float, callback=positive)
+@_option("--finetune-lr", type=float, callback=positive,
+         help="SGD learning rate of the KD fine-tunes (constant over the per-unit steps, cosine over the final epochs).")
 @_option("--loss", type=click.Choice(["kd", "ce"]),
          help="Fine-tune loss: knowledge distillation from the original, or plain cross-entropy.")
-@_option("--temperature", type=float, callback=positive)
-@_option("--alpha", type=float, callback=non_negative)
+@_option("--temperature", type=float, callback=positive, help=TEMPERATURE_HELP)
+@_option("--alpha", type=float, callback=zero_one, help=ALPHA_HELP)
 @_option("--at-weight", type=float, callback=non_negative,
          help="Attention-transfer term of the KD loss (Zagoruyko & Komodakis 2017); 0: plain KD.")
 @click.option("--refit/--no-refit", default=PRUNE_DEFAULTS["refit"],
