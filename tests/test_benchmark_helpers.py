@@ -95,3 +95,21 @@ def test_ablation_main_effects_pair_every_level_with_the_reference_level():
     assert vs_reference(None) == "reference"
     assert vs_reference({"n_pairs": 0, "mean_diff_pt": float("nan")}) == "reference not run"
     assert vs_reference({"n_pairs": 2, "mean_diff_pt": 1.0, "wilcoxon_p": 0.5}) == "+1.00 pt, p=0.50"
+
+
+def test_peer_budgets_from_a_committed_reproduction_carry_its_gas_seeds():
+    import json
+    import statistics
+
+    from _common import RESULTS
+    from peer_torch_pruning import budgets_from_reproduction
+
+    path = RESULTS / "reproduce_cifar10_resnet56_e60.json"
+    rep = json.loads(path.read_text())
+    ga = next(r for r in rep["selectors"] if r["selector"] == "ga")
+    budgets = budgets_from_reproduction(path, steps_per_epoch=382)
+    assert [b["test_top1"] for b in budgets] == ga["per_seed_after_finetune"]
+    assert {b["seed"] for b in budgets} == set(range(len(budgets)))
+    b = budgets[0]
+    assert b["units"] == 28 and b["steps"] == 28 * 30 + 2 * 382  # the README's 1,604 optimiser steps
+    assert abs(b["after_prune_top1"] - statistics.mean(ga["per_seed_after_prune"])) < 1e-12
