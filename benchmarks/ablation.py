@@ -4,7 +4,8 @@ On one baseline, one MACs/params budget and one fine-tune budget (per-unit KD st
 optimiser steps for every cell), ``--seeds`` seeds per cell, every cell a normal ``evoprune prune`` run:
 
 * allocation: ``sensitivity`` (the paper) vs ``search`` (``--allocation search``: prune's CMA-ES on the
-  whole-network adaptive-BN accuracy under the budget, seeded with the sensitivity and uniform allocations);
+  whole-network adaptive-BN accuracy under the budget, seeded with the sensitivity and uniform allocations), or
+  ``uniform``; ``sensitivity@0.3`` is the sensitivity allocation with ``--min-keep-ratio 0.3``;
 * channels: ``l1`` (Li et al.) vs ``ga`` (the paper's GA on the two-step fitness, prune's default greedy seeding);
 * ``--refit`` off vs on (ThiNet's least-squares refit of each unit's consumers on the kept channels);
 * plus KD vs KD + attention transfer (``--at-weight``) on the grid cell with the best mean after fine-tuning;
@@ -68,8 +69,9 @@ class Cell:
         return self.allocation, self.selector, self.refit
 
     def flags(self) -> list:
-        return (["--allocation", self.allocation, "--selector", self.selector,
-                 "--refit" if self.refit == "on" else "--no-refit", "--at-weight", str(self.at)]
+        allocation, _, floor = self.allocation.partition("@")  # sensitivity@0.3: --min-keep-ratio 0.3
+        return (["--allocation", allocation, *(["--min-keep-ratio", floor] if floor else []),
+                 "--selector", self.selector, "--refit" if self.refit == "on" else "--no-refit", "--at-weight", str(self.at)]
                 + (["--fitness", self.fitness] if self.fitness else []))
 
     @classmethod

@@ -57,7 +57,7 @@ def search_allocation(model: Any, space: Any, loaders: Any, cfg: Any, seeds: Lis
     problem = NetworkPruningProblem(model, space, loaders, representation="ratios", objectives=("error",),
                                     max_macs=cfg.target_macs, max_params=cfg.target_params,
                                     bn_batches=cfg.bn_batches, eval_batches=cfg.eval_batches,
-                                    batch_size=cfg.batch_size, seed=seed, min_ratio=0.05,
+                                    batch_size=cfg.batch_size, seed=seed, min_ratio=max(0.05, cfg.min_keep_ratio),
                                     importance=cfg.sensitivity_method if cfg.sensitivity_method in ("l1", "bn")
                                     else "l1", threads=None, constraint=constraint)
     names = problem.unit_names

@@ -38,7 +38,8 @@ def operator_defaults(fixed_k: bool = True) -> Dict[str, str]:
 
 _LATER_FIELDS = {"refit": False, "at_weight": 0.0, "seeding": "none", "allocation": "sensitivity",
                  "allocation_strategy": "cmaes-1+l", "allocation_budget": 60,
-                 "allocation_finetune_steps": 0, "allocation_finalists": 4}  # "none": what runs did before seeding
+                 "allocation_finetune_steps": 0, "allocation_finalists": 4,
+                 "min_keep_ratio": 0.0}  # "none": what runs did before seeding
 
 
 @dataclass
@@ -67,6 +68,7 @@ class PruneConfig:
     sensitivity_ratios: Tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
     exclude: Tuple[str, ...] = ()
     min_keep: int = 1
+    min_keep_ratio: float = 0.0             # no unit below this keep ratio (Torch-Pruning: 1 - max_pruning_ratio)
     # GA (per unit) and its two-step fitness
     pop_size: int = 50
     generations: int = 60
@@ -119,6 +121,8 @@ class PruneConfig:
             v = getattr(self, name)
             if v is not None and not (0.0 < v <= 1.0 and np.isfinite(v)):
                 raise EvopruneError(f"--{name.replace('_', '-')} must be a fraction in (0, 1], got {v}")
+        if not (0.0 <= self.min_keep_ratio < 1.0):
+            raise EvopruneError(f"--min-keep-ratio must be in [0, 1), got {self.min_keep_ratio}")
         if self.max_drop is not None and not (0.0 <= self.max_drop <= 1.0):
             raise EvopruneError(f"--max-drop must be in [0, 1], got {self.max_drop}")
         if self.order not in ("sensitivity", "forward"):

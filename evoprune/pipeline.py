@@ -329,7 +329,7 @@ def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:
             space.unit(unknown[0])  # raises a one-line error naming valid units
         ratios = {u: float(cfg.ratios.get(u, 1.0)) for u in space.names}
     elif cfg.max_drop is not None:
-        ratios = ratios_for_drop(sens, cfg.max_drop)
+        ratios = ratios_for_drop(sens, cfg.max_drop, cfg.min_keep_ratio)
     else:
         targets = [(w, t) for w, t in (("MACs", cfg.target_macs), ("params", cfg.target_params)) if t is not None]
         fns = {w: _cost_fraction_fn(space, cost, w, cfg.min_keep) for w, _ in targets}
@@ -339,13 +339,17 @@ def plan_allocation(space, cost, cfg: PruneConfig, sens) -> Dict[str, Any]:
             # both budgets: the binding one decides; cost as a fraction of each target, met when <= 1
             for w, t in targets:  # each one alone must be reachable (its own one-line error otherwise)
                 if not cfg.uniform:
-                    allocate(sens, fns[w], t, cfg.min_keep, w)
+                    allocate(sens, fns[w], t, cfg.min_keep, w, floor=cfg.min_keep_ratio)
             what, target = "cost", 1.0
             frac = lambda r: max(fns[w](r) / t for w, t in targets)  # noqa: E731
         if cfg.uniform:
             ratios = uniform_ratio(frac, space.names, target)
+            r = next(iter(ratios.values()), 1.0)
+            if r < cfg.min_keep_ratio:
+                raise EvopruneError(f"the uniform keep ratio that meets the target is {r:.3f}, below --min-keep-ratio "
+                                    f"{cfg.min_keep_ratio:g}: raise the target or lower --min-keep-ratio")
         else:
-            ratios = allocate(sens, frac, target, cfg.min_keep, what)
+            ratios = allocate(sens, frac, target, cfg.min_keep, what, floor=cfg.min_keep_ratio)
     counts = {u.name: keep_count(ratios[u.name], u.channels, cfg.min_keep, u.channel_groups) for u in space.units}
     order = sens.order() if cfg.order == "sensitivity" else list(space.names)
     order = [u for u in order if u in counts and counts[u] < space.unit(u).channels]

@@ -87,8 +87,8 @@ def keep_count(ratio: float, n: int, min_keep: int = 1, groups: int = 1) -> int:
     return int(min(per, k) * groups)
 
 
-def ratios_for_drop(sens: Sensitivity, t: float) -> Dict[str, float]:
-    """Per-unit smallest keep ratio whose (monotone, interpolated) drop is <= ``t``."""
+def ratios_for_drop(sens: Sensitivity, t: float, floor: float = 0.0) -> Dict[str, float]:
+    """Per-unit smallest keep ratio whose (monotone, interpolated) drop is <= ``t``, and at least ``floor``."""
     drops = sens.drops()
     grid = np.asarray(sens.ratios)
     order = np.argsort(grid)
@@ -104,31 +104,34 @@ def ratios_for_drop(sens: Sensitivity, t: float) -> Dict[str, float]:
         d0, d1 = d[j - 1], d[j]
         frac = 0.0 if d0 == d1 else (d0 - t) / (d0 - d1)
         out[u] = float(g[j - 1] + frac * (g[j] - g[j - 1]))
-    return out
+    return {u: max(r, floor) for u, r in out.items()}
 
 
 def allocate(sens: Sensitivity, cost_fn: Callable[[Dict[str, float]], float], target: float,
-             min_keep: int = 1, what: str = "MACs", tol: float = 0.005) -> Dict[str, float]:
-    """Per-unit keep ratios so that ``cost_fn(ratios)`` (fraction of the unpruned cost) is about ``target``.
+             min_keep: int = 1, what: str = "MACs", tol: float = 0.005, floor: float = 0.0) -> Dict[str, float]:
+    """Per-unit keep ratios so that ``cost_fn(ratios)`` (fraction of the unpruned cost) is about ``target``; no unit
+    below keep ratio ``floor`` (``--min-keep-ratio``).
 
     Raises a clear error when the target is below what pruning every unit to its smallest ratio can reach.
     """
     if not 0.0 < target <= 1.0:
         raise EvopruneError(f"target {what} fraction must be in (0, 1], got {target}")
-    lo_ratios = {u: min(sens.ratios) for u in sens.units}
-    floor = cost_fn(lo_ratios)
-    if target < floor - 1e-9:
+    lowest = max(min(sens.ratios), floor)
+    least = cost_fn({u: lowest for u in sens.units})
+    if target < least - 1e-9:
+        why = f"--min-keep-ratio {floor:g}" if floor > min(sens.ratios) else f"keep ratio {min(sens.ratios)}"
         raise EvopruneError(
-            f"target {what} {target:.3f} cannot be met: pruning every unit to keep ratio {min(sens.ratios)} "
-            f"(min_keep={min_keep}) still keeps {floor:.3f} of the {what}; raise the target"
+            f"target {what} {target:.3f} cannot be met: pruning every unit to {why} "
+            f"(min_keep={min_keep}) still keeps {least:.3f} of the {what}; raise the target"
+            + (" or lower --min-keep-ratio" if floor > min(sens.ratios) else "")
         )
     if cost_fn({u: 1.0 for u in sens.units}) <= target:
         return {u: 1.0 for u in sens.units}
     lo, hi = 0.0, float(max(1e-9, sens.drops().max()))  # drop tolerance: lo -> cost too high, hi -> meets target
-    best = ratios_for_drop(sens, hi)
+    best = ratios_for_drop(sens, hi, floor)
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        r = ratios_for_drop(sens, mid)
+        r = ratios_for_drop(sens, mid, floor)
         c = cost_fn(r)
         if c <= target:
             hi, best = mid, r

@@ -113,3 +113,13 @@ def test_peer_budgets_from_a_committed_reproduction_carry_its_gas_seeds():
     b = budgets[0]
     assert b["units"] == 28 and b["steps"] == 28 * 30 + 2 * 382  # the README's 1,604 optimiser steps
     assert abs(b["after_prune_top1"] - statistics.mean(ga["per_seed_after_prune"])) < 1e-12
+
+
+def test_ablation_cell_with_a_floor_runs_prune_with_min_keep_ratio():
+    from ablation import Cell
+
+    cell = Cell.parse("sensitivity@0.3/l1/on")
+    flags = cell.flags()
+    assert flags[:4] == ["--allocation", "sensitivity", "--min-keep-ratio", "0.3"] and "--refit" in flags
+    assert cell.name == "sensitivity@0.3-l1-refiton"
+    assert Cell.parse("uniform/l1/off").flags()[:3] == ["--allocation", "uniform", "--selector"]

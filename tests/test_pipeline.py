@@ -43,6 +43,14 @@ def test_pruned_model_reloads_and_matches_cost(pruned_run):
     assert json.loads(r.stdout.strip().splitlines()[-1])["test_top1"] == pytest.approx(res["final"]["test_top1"])
 
 
+def test_dry_run_min_keep_ratio_floors_the_plan(tiny_checkpoint, tmp_path):
+    r = cli("prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.5", "--min-keep-ratio", "0.5", "--dry-run",
+            *FAST, "--out", tmp_path / "dry")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads((tmp_path / "dry" / "allocation.json").read_text())
+    assert min(plan["ratios"].values()) >= 0.5 and plan["planned_macs"] / plan["base_macs"] <= 0.5 + 0.03
+
+
 def test_dry_run_shows_allocation(tiny_checkpoint, tmp_path):
     r = cli("prune", "--checkpoint", tiny_checkpoint, "--target-macs", "0.4", "--dry-run", *FAST,
             "--out", tmp_path / "dry")
@@ -56,6 +64,9 @@ def test_dry_run_shows_allocation(tiny_checkpoint, tmp_path):
     (["--target-macs", "0.001"], "cannot be met"),
     (["--target-macs", "0.5", "--selector", "nosuch"], "unknown selector"),
     (["--target-macs", "0.5", "--max-drop", "0.1"], "one kind of target"),
+    (["--target-macs", "0.5", "--min-keep-ratio", "1"], "--min-keep-ratio must be in [0, 1)"),
+    (["--target-macs", "0.2", "--min-keep-ratio", "0.8"], "lower --min-keep-ratio"),
+    (["--target-macs", "0.2", "--min-keep-ratio", "0.8", "--uniform"], "below --min-keep-ratio"),
 ])
 def test_prune_bad_input(tiny_checkpoint, tmp_path, args, pattern):
     r = cli("prune", "--checkpoint", tiny_checkpoint, *args, *FAST, "--out", tmp_path / "bad")
@@ -117,6 +128,19 @@ def test_allocation_prunes_insensitive_units_harder_and_meets_target():
     with pytest.raises(EvopruneError, match="cannot be met"):
         allocate(sens, cost, 0.1)
     assert sens.order() == ["a", "b"]
+
+
+def test_min_keep_ratio_floors_every_unit_and_says_when_the_target_is_out_of_reach():
+    sens = _toy_sens()
+    cost = lambda r: 0.5 * r["a"] + 0.5 * r["b"]  # noqa: E731
+    free = allocate(sens, cost, 0.6)
+    assert free["a"] < 0.4  # without a floor the insensitive unit goes below 0.4
+    ratios = allocate(sens, cost, 0.6, floor=0.4)
+    assert min(ratios.values()) >= 0.4 and cost(ratios) == pytest.approx(0.6, abs=0.01)
+    assert ratios["b"] < free["b"]  # what the floor keeps in a is cut from b
+    with pytest.raises(EvopruneError, match="--min-keep-ratio 0.7.*lower --min-keep-ratio"):
+        allocate(sens, cost, 0.6, floor=0.7)
+    assert min(ratios_for_drop(sens, 1.0, floor=0.6).values()) == pytest.approx(0.6)
 
 
 def test_ratios_for_drop_and_keep_count():

@@ -69,6 +69,9 @@ def _common_model_options(f):
          help="Prune least sensitive units first, or front to back.")
 @_option("--sensitivity-method", help="Selector used for sensitivity curves.")
 @_option("--min-keep", type=int, callback=positive, help="Fewest channels any unit keeps.")
+@_option("--min-keep-ratio", type=float, callback=non_negative,
+         help="No unit of the sensitivity, uniform or search allocation keeps fewer than this fraction of its channels "
+              "(Torch-Pruning's max_pruning_ratio is 1 minus it); 0: the sensitivity grid's lowest ratio.")
 @_option("--pop-size", type=int, callback=positive, help="GA population.")
 @_option("--generations", type=int, callback=positive, help="GA generations.")
 @_option("--crossover", help="GA crossover operator (name or module:fn).")
