@@ -68,11 +68,11 @@ def budgets_from_reproduction(path: Path, steps_per_epoch: int) -> list:
     ckpt = RESULTS / f"{Path(rep['checkpoint']).stem}_pruned_ga.pt"
     pruned = torch.load(ckpt, map_location="cpu", weights_only=True)["meta"]["pruned"]
     st, fin = rep["settings"], rep["paper_method"]
-    after = ga.get("per_seed_after_prune") or [None]  # the prune-only twins (adaptive BN), when the reproduction ran them
+    after = ga.get("per_seed_after_prune") or []  # the prune-only twins (adaptive BN), when the reproduction ran them
     steps = int(st["finetune_steps"]) * len(pruned) + int(st["finetune_epochs"]) * steps_per_epoch
     return [{"macs": fin["macs"], "params": fin["params"], "test_top1": acc, "steps": steps, "finetune_lr": 0.01,
              "finetune_epochs": int(st["finetune_epochs"]), "units": len(pruned), "pruned": pruned, "selector": "ga",
-             "seed": seed, "after_prune_top1": None if after[0] is None else statistics.mean(after)}
+             "seed": seed, "after_prune_top1": after[seed] if seed < len(after) else None}
             for seed, acc in enumerate(ga["per_seed_after_finetune"])]
 
 
@@ -260,10 +260,11 @@ def main() -> None:
     results = {n: [r for s in a.seeds.split(",") if (r := one_run(n, int(s), a, base, meta, loaders, example, budget,
                                                                     out)) is not None] for n in names}
     results = {n: rows for n, rows in results.items() if rows}
+    ours_after = [o["after_prune_top1"] for o in ours if o.get("after_prune_top1") is not None]
     table = {"baseline": {"test_top1": base_test, "macs": base_macs, "params": base_params},
              "ours": {"runs": [str(r) for r in a.ours], "selector": ours[0]["selector"],
                       **stats_row([{"test_top1": o["test_top1"]} for o in ours]),
-                      "after_prune_top1": ours[0].get("after_prune_top1"),
+                      "after_prune_top1": statistics.mean(ours_after) if ours_after else None,
                       "macs_reduction": base_macs / budget["macs"], "params_reduction": base_params / budget["params"],
                       "steps": budget["steps"]}}
     for n, rows in results.items():

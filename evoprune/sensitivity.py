@@ -116,14 +116,15 @@ def allocate(sens: Sensitivity, cost_fn: Callable[[Dict[str, float]], float], ta
     """
     if not 0.0 < target <= 1.0:
         raise EvopruneError(f"target {what} fraction must be in (0, 1], got {target}")
-    lowest = max(min(sens.ratios), floor)
+    floored = floor > min(sens.ratios)  # the floor, not the sensitivity grid, bounds how far a unit is cut
+    lowest = floor if floored else min(sens.ratios)
     least = cost_fn({u: lowest for u in sens.units})
     if target < least - 1e-9:
-        why = f"--min-keep-ratio {floor:g}" if floor > min(sens.ratios) else f"keep ratio {min(sens.ratios)}"
+        why = f"--min-keep-ratio {floor:g}" if floored else f"keep ratio {lowest}"
         raise EvopruneError(
             f"target {what} {target:.3f} cannot be met: pruning every unit to {why} "
             f"(min_keep={min_keep}) still keeps {least:.3f} of the {what}; raise the target"
-            + (" or lower --min-keep-ratio" if floor > min(sens.ratios) else "")
+            + (" or lower --min-keep-ratio" if floored else "")
         )
     if cost_fn({u: 1.0 for u in sens.units}) <= target:
         return {u: 1.0 for u in sens.units}
