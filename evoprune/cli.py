@@ -30,13 +30,13 @@ class _Group(click.Group):
     def main(self, *args, **kwargs):
         """Click's usage errors (unknown option, bad value) as one line on stderr and exit code 2, like ours."""
         kwargs["standalone_mode"] = False
+        kwargs["prog_name"] = "evoprune"  # also under 'python -m evoprune': usage lines and hints name the command
         try:
             rv = super().main(*args, **kwargs)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
-            hint = f" (see 'evoprune {exc.ctx.command_path.split(' ', 1)[1]} --help')" if exc.ctx and " " in \
-                exc.ctx.command_path else " (see 'evoprune --help')"
+            hint = f" (see '{exc.ctx.command_path if exc.ctx else 'evoprune'} --help')"
             click.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
             sys.exit(2)
         except click.Abort:

@@ -132,7 +132,7 @@ CASES: List[Case] = [
     Case("list-missing-plugin", ["list", "models", "--plugin", "no_such_plugin_mod"], r"no_such_plugin_mod"),
     # ---- prune / sensitivity
     Case("prune-target-out-of-range", ["prune", "--checkpoint", "{sb}/run/model.pt", "--target-macs", "1.5",
-                                       "--device", "cpu"], r"--target-macs.*\(0, 1\]"),
+                                       "--device", "cpu"], r"--target-macs.*\(0, 1\].*\(see 'evoprune prune --help'\)$"),
     Case("prune-kd-alpha-above-one", ["prune", "--checkpoint", "{sb}/run/model.pt", "--alpha", "1.5",
                                       "--device", "cpu"], r"--alpha.*\[0, 1\]"),
     Case("finetune-kd-alpha-negative", ["finetune", "--checkpoint", "{sb}/run/model.pt", "--alpha", "-0.5",
@@ -303,7 +303,7 @@ for line in sys.stdin:
                 os.close(f)
             sys.argv = ["evoprune"] + spec["args"]
             try:
-                main(args=spec["args"], prog_name="python -m evoprune")
+                main(args=spec["args"])
                 code = 0
             except SystemExit as e:
                 if e.code is None or isinstance(e.code, int):
@@ -353,7 +353,7 @@ def _run_real(case: Case, base: Path, sandboxes: Path, cache: Path) -> Outcome:
 
 # one case per command family also runs through a genuine `python -m evoprune`
 REAL_IDS = ["config-lr-nan", "imagefolder-non-image-file", "evaluate-other-arch", "list-unknown-kind",
-            "search-unknown-strategy"]
+            "search-unknown-strategy", "prune-target-out-of-range"]
 
 
 @pytest.fixture(scope="module")

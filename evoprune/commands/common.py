@@ -70,7 +70,7 @@ CALIB_SIZE_HELP = "Training images held out for calibration (default: as at trai
 
 def unit_interval(ctx, param, value):
     if value is not None and not (0.0 < value <= 1.0):
-        raise click.BadParameter(f"must be in (0, 1], got {value}")
+        raise click.BadParameter(f"must be a fraction in (0, 1], got {value}")
     return value
 
 

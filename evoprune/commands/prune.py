@@ -5,7 +5,7 @@ import click
 
 from evoprune.commands.common import (Ctx, one_voice, apply_config, data_options, default_out, echo, emit_json, handle_errors,
                                       ALPHA_HELP, CALIB_SIZE_HELP, TEMPERATURE_HELP, non_negative, positive,
-                                      run_options, worker_options, zero_one)
+                                      run_options, unit_interval, worker_options, zero_one)
 from evoprune.config import ALLOCATIONS, DEFAULT_TARGET_MACS, PRUNE_DEFAULTS, SEEDINGS
 
 
@@ -14,12 +14,6 @@ def _option(*decls, field=None, **kw):
     flag without dashes), shown in --help; the dataclass is the one source of the number."""
     name = field or decls[0].lstrip("-").replace("-", "_")
     return click.option(*decls, default=PRUNE_DEFAULTS[name], show_default=True, **kw)
-
-
-def _fraction(ctx, param, value):
-    if value is not None and not (0.0 < value <= 1.0):
-        raise click.BadParameter(f"must be a fraction in (0, 1], got {value}")
-    return value
 
 
 def _common_model_options(f):
@@ -39,10 +33,10 @@ def _common_model_options(f):
 @click.command()
 @_common_model_options
 @data_options
-@_option("--target-macs", type=float, callback=_fraction,
+@_option("--target-macs", type=float, callback=unit_interval,
          help=f"Keep this fraction of the MACs (default {DEFAULT_TARGET_MACS} when no other target is given); with "
               "--target-params both budgets are met.")
-@_option("--target-params", type=float, callback=_fraction,
+@_option("--target-params", type=float, callback=unit_interval,
          help="Keep this fraction of the parameters (alone, or with --target-macs).")
 @_option("--max-drop", type=float, callback=non_negative,
          help="Per-unit tolerated calibration-accuracy drop (fraction) instead of a global target.")
