@@ -9,8 +9,10 @@ optimiser steps for every cell), ``--seeds`` seeds per cell, every cell a normal
 * channels: ``l1`` (Li et al.) vs ``ga`` (the paper's GA on the two-step fitness, prune's default greedy seeding);
 * ``--refit`` off vs on (ThiNet's least-squares refit of each unit's consumers on the kept channels);
 * plus KD vs KD + attention transfer (``--at-weight``) on the grid cell with the best mean after fine-tuning;
-* ``--extra-cells``: more rows at every seed (any allocation/selector/refit, KD term and GA ``--fitness``), e.g.
-  the GA's channels under the best pipeline's refit + AT; ``--long-cells`` with ``--long-finetune-epochs N``: those
+* ``--extra-cells``: more rows at every seed (any allocation/selector/refit, KD term, GA ``--fitness``, final
+  fine-tune ``epochs=N`` and KD ``unit-steps=N`` after each unit), e.g. the GA's channels under the best
+  pipeline's refit + AT, or ``uniform/l1/on/0/epochs=4/unit-steps=0``: every step in the final fine-tune's one
+  cosine schedule, as the peers' fine-tune is; ``--long-cells`` with ``--long-finetune-epochs N``: those
   cells once (seed 0) with an N-epoch final KD fine-tune (the paper's claim is about a converged fine-tune).
 
 All cells share one set of sensitivity curves (computed once). Test accuracy right after pruning is the
@@ -49,8 +51,9 @@ REFERENCE = ("sensitivity", "l1", "off")
 
 @dataclass(frozen=True)
 class Cell:
-    """One configuration of the ablation: the three factors, plus the KD term, fine-tune length and GA fitness
-    of the extra rows (0 / "": the ablation's own fine-tune epochs and prune's default fitness)."""
+    """One configuration of the ablation: the three factors, plus the KD term, fine-tune length, GA fitness and
+    per-unit KD steps of the extra rows (0 / "" / None: the ablation's own fine-tune epochs, prune's default
+    fitness and the ablation's ``--finetune-steps``)."""
 
     allocation: str
     selector: str
@@ -58,11 +61,13 @@ class Cell:
     at: float = 0.0
     epochs: int = 0
     fitness: str = ""
+    unit_steps: int | None = None
 
     @property
     def name(self) -> str:  # the names of the committed runs: the factors first, every extra only when set
         return (f"{self.allocation}-{self.selector}-refit{self.refit}" + (f"-at{self.at:g}" if self.at else "")
-                + (f"-ft{self.epochs}" if self.epochs else "") + (f"-fit{self.fitness}" if self.fitness else ""))
+                + (f"-ft{self.epochs}" if self.epochs else "") + (f"-fit{self.fitness}" if self.fitness else "")
+                + (f"-us{self.unit_steps}" if self.unit_steps is not None else ""))
 
     @property
     def factors(self) -> tuple:
@@ -76,22 +81,32 @@ class Cell:
 
     @classmethod
     def parse(cls, spec: str, epochs: int = 0) -> "Cell":
-        """``allocation/selector/refit[/at[/fitness]]``, e.g. ``sensitivity/ga/on/50/reconstruction-refit``."""
+        """``allocation/selector/refit[/at[/fitness]][/epochs=N][/unit-steps=N]``, e.g.
+        ``sensitivity/ga/on/50/reconstruction-refit`` or ``uniform/l1/on/0/epochs=4/unit-steps=0`` (no KD steps
+        after each unit, a 4-epoch final fine-tune: one cosine schedule, as the peers get)."""
         parts = spec.strip().split("/")
+        named = dict(p.split("=", 1) for p in parts[3:] if "=" in p)
+        plain = [p for p in parts if "=" not in p]
         try:
-            if not 3 <= len(parts) <= 5 or parts[2] not in ("on", "off"):
+            if not 3 <= len(plain) <= 5 or plain[2] not in ("on", "off") or set(named) - {"epochs", "unit-steps"}:
                 raise ValueError
-            at = float(parts[3]) if len(parts) > 3 and parts[3] else 0.0
+            at = float(plain[3]) if len(plain) > 3 and plain[3] else 0.0
+            epochs = int(named.get("epochs", epochs))
+            unit_steps = int(named["unit-steps"]) if "unit-steps" in named else None
+            if epochs < 0 or (unit_steps is not None and unit_steps < 0):
+                raise ValueError
         except ValueError:
-            print(f"error: cell '{spec}' is not allocation/selector/on|off[/at-weight[/fitness]]", file=sys.stderr)
+            print(f"error: cell '{spec}' is not allocation/selector/on|off[/at-weight[/fitness]][/epochs=N]"
+                  "[/unit-steps=N] (N >= 0)", file=sys.stderr)
             sys.exit(2)
-        return cls(*parts[:3], at, epochs, parts[4] if len(parts) > 4 else "")
+        return cls(*plain[:3], at, epochs, plain[4] if len(plain) > 4 else "", unit_steps)
 
 
 def prune_one(cell: Cell, seed: int, a, phase: str = "finetuned") -> dict:
     """One cell's ``evoprune prune`` run; its results.json, from the committed copy when there is one."""
     ft = ["--finetune-steps", "0", "--finetune-epochs", "0"] if phase == "pruned" else \
-        ["--finetune-steps", str(a.finetune_steps), "--finetune-epochs", str(cell.epochs or a.finetune_epochs)]
+        ["--finetune-steps", str(a.finetune_steps if cell.unit_steps is None else cell.unit_steps),
+         "--finetune-epochs", str(cell.epochs or a.finetune_epochs)]
     flags = ["--checkpoint", a.checkpoint, "--data", a.data, "--target-macs", str(a.target_macs),
              *(["--target-params", str(a.target_params)] if a.target_params else []), "--sensitivity", str(a.sens_file),
              "--batch-size", str(a.batch_size), *ft, "--pop-size", str(a.pop_size),
@@ -240,6 +255,8 @@ def main() -> None:
         refit = [c for u in units for c in (u.get("refit") or {}).values()]
         rows.append({"cell": cell.name, "allocation": cell.allocation, "selector": cell.selector, "refit": cell.refit,
                      "at_weight": cell.at, "finetune_epochs": cell.epochs or a.finetune_epochs,
+                     "unit_steps": a.finetune_steps if cell.unit_steps is None else cell.unit_steps,
+                     "units": len(any_run["order"]),  # each gets the per-unit steps: the fine-tune's optimiser steps
                      "fitness": cell.fitness or None, "seeds": len(ft),
                      "per_seed_after_finetune": ft, "per_seed_after_prune": pr,
                      "mean_after_finetune": statistics.mean(ft.values()) if ft else None,
@@ -271,7 +288,8 @@ def main() -> None:
         v, err = r["vs_reference"], r["refit_rel_error"]
         vs = vs_reference(v)
         kd_term = ("KD + AT " + format(r["at_weight"], "g") if r["at_weight"] else "KD") + (
-            f", {r['finetune_epochs']} epochs" if r["finetune_epochs"] != a.finetune_epochs else "")
+            f", {r['finetune_epochs']} epochs" if r["finetune_epochs"] != a.finetune_epochs else "") + (
+            f", {r['unit_steps']} steps per unit" if r.get("unit_steps", a.finetune_steps) != a.finetune_steps else "")
         body.append([r["allocation"], r["selector"] + (f" ({r['fitness']})" if r["fitness"] else ""), r["refit"],
                      kd_term, r["seeds"], fmt(list(r["per_seed_after_finetune"].values())), vs,
                      f"{100 * r['mean_unit_acc_after_prune']:.2f} %",

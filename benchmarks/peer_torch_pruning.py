@@ -266,7 +266,7 @@ def main() -> None:
                       **stats_row([{"test_top1": o["test_top1"]} for o in ours]),
                       "after_prune_top1": statistics.mean(ours_after) if ours_after else None,
                       "macs_reduction": base_macs / budget["macs"], "params_reduction": base_params / budget["params"],
-                      "steps": budget["steps"]}}
+                      "steps": budget["steps"], "steps_per_epoch": len(loaders.train)}}
     for n, rows in results.items():
         table[n] = {**stats_row(rows), "macs_reduction": statistics.mean(r["macs_reduction"] for r in rows),
                     "params_reduction": statistics.mean(r["params_reduction"] for r in rows),

@@ -61,8 +61,10 @@ def rows_from(tag: str) -> tuple[list, float | None]:
     base = rep["base"]["test_top1"] if rep else (peer["table"]["baseline"]["test_top1"] if peer else None)
     if base is not None:
         rows.append(row("baseline", "baseline", [base], 1.0, 1.0))
-    # every short fine-tune (ours and the peers') took the optimiser steps the peer benchmark recorded for ours
+    # every short fine-tune (ours and the peers') took the optimiser steps the peer benchmark recorded for ours;
+    # an ablation cell's own count (its units x per-unit steps + epochs x steps per epoch) where it can be told
     steps = f"{peer['table']['ours']['steps']:,} steps" if peer else "per-unit + final epochs"
+    per_epoch = (peer or {}).get("table", {}).get("ours", {}).get("steps_per_epoch")
     for src, labels in ((rep, {"ga": "ours: GA + two-step fitness + KD (the paper's method, `--seeding none`)",
                                "l1": "ours with L1 channels (same allocation and fine-tune)"}),
                         (seeded, {"ga": "ours, prune's default GA start (`--seeding greedy`)"})):
@@ -87,10 +89,15 @@ def rows_from(tag: str) -> tuple[list, float | None]:
                 + (f" ({r['fitness']})" if r.get("fitness") else "") + f" + refit {r['refit']} + {kd}")
         epochs = r.get("finetune_epochs")
         long = epochs is not None and epochs != int(abl["settings"]["finetune_epochs"])
+        unit_steps = r.get("unit_steps", int(abl["settings"]["finetune_steps"]))
+        if unit_steps != int(abl["settings"]["finetune_steps"]):
+            what += f", {unit_steps} KD steps per unit"
+        total = r["units"] * unit_steps + epochs * per_epoch if per_epoch and "units" in r and epochs else None
+        own = None if total is None else f"{epochs} epochs ({total:,} steps)" if long else f"{total:,} steps"
         rows.append(row(what + (f", **{epochs}-epoch** KD fine-tune" if long else ""), "ours",
                         list(r["per_seed_after_finetune"].values()), r["macs_reduction"], r["params_reduction"],
                         minutes=(r["mean_wall_time_s"] or math.nan) / 60,
-                        steps=f"{epochs} epochs" if long else steps))
+                        steps=own or (f"{epochs} epochs" if long else steps)))
     names = {"tp-l1-uniform@macs": "Torch-Pruning uniform L1 @ our MACs",
              "tp-group-global@macs": "Torch-Pruning global group magnitude @ our MACs",
              "tp-l1-uniform@params": "Torch-Pruning uniform L1 @ our params",

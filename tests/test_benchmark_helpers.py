@@ -125,3 +125,54 @@ def test_ablation_cell_with_a_floor_runs_prune_with_min_keep_ratio():
     assert flags[:4] == ["--allocation", "sensitivity", "--min-keep-ratio", "0.3"] and "--refit" in flags
     assert cell.name == "sensitivity@0.3-l1-refiton"
     assert Cell.parse("uniform/l1/off").flags()[:3] == ["--allocation", "uniform", "--selector"]
+
+
+def test_ablation_cell_named_extras_set_the_fine_tune_schedule(monkeypatch, tmp_path):
+    import types
+
+    import pytest
+
+    import ablation
+    from ablation import Cell
+
+    cell = Cell.parse("uniform/l1/on/0/epochs=4/unit-steps=0")
+    assert (cell.epochs, cell.unit_steps, cell.at, cell.fitness) == (4, 0, 0.0, "")
+    assert cell.name == "uniform-l1-refiton-ft4-us0"
+    old = Cell.parse("sensitivity/ga/on/50/reconstruction-refit")  # the committed runs' names do not change
+    assert old.name == "sensitivity-ga-refiton-at50-fitreconstruction-refit" and old.unit_steps is None
+    for bad in ("uniform/l1/on/0/bogus=1", "uniform/l1/on/0/epochs=-1", "uniform/l1/on/unit-steps=x"):
+        with pytest.raises(SystemExit) as e:
+            Cell.parse(bad)
+        assert e.value.code == 2
+    seen = []
+    monkeypatch.setattr(ablation, "prune_run", lambda flags, *rest: seen.append(flags) or {})
+    a = types.SimpleNamespace(finetune_steps=30, finetune_epochs=2, checkpoint="c.pt", data="d", target_macs=0.5,
+                              target_params=0, sens_file="s.json", batch_size=128, pop_size=4, generations=2,
+                              allocation_budget=4, table_only=False, out=tmp_path, keep=tmp_path)
+    for c in (cell, Cell.parse("uniform/l1/on")):
+        ablation.prune_one(c, 0, a)
+    steps = [(f[f.index("--finetune-steps") + 1], f[f.index("--finetune-epochs") + 1]) for f in seen]
+    assert steps == [("0", "4"), ("30", "2")]
+
+
+def test_reproduction_table_counts_each_ablation_cells_own_optimiser_steps(monkeypatch):
+    import reproduction_table
+
+    def cell(name, units, unit_steps, epochs):
+        return {"cell": name, "allocation": "uniform", "selector": "l1", "refit": "on", "at_weight": 0.0,
+                "finetune_epochs": epochs, "unit_steps": unit_steps, "units": units, "fitness": None,
+                "per_seed_after_finetune": {"0": 0.87, "1": 0.88}, "macs_reduction": 2.0, "params_reduction": 2.0,
+                "mean_wall_time_s": 60.0}
+
+    files = {"peer_torch_pruning_t.json": {"table": {"baseline": {"test_top1": 0.89},
+                                                     "ours": {"steps": 1604, "steps_per_epoch": 382}}},
+             "ablation_t.json": {"settings": {"finetune_epochs": "2", "finetune_steps": "30"},
+                                 "rows": [cell("uniform-l1-refiton", 30, 30, 2),
+                                          cell("uniform-l1-refiton-ft4-us0", 30, 0, 4)]}}
+    monkeypatch.setattr(reproduction_table, "load", files.get)
+    rows, base = reproduction_table.rows_from("t")
+    ours = {r["run"]: r["fine_tune"] for r in rows if r["kind"] == "ours"}
+    assert base == 0.89
+    assert ours["ours (ablation): uniform + l1 + refit on + KD"] == "1,664 steps"  # 30 x 30 + 2 x 382
+    assert ours["ours (ablation): uniform + l1 + refit on + KD, 0 KD steps per unit, **4-epoch** KD fine-tune"] \
+        == "4 epochs (1,528 steps)"
