@@ -19,7 +19,11 @@ al.'s (2019) controls, with ``--controls``:
 
 Every run writes ``--out/<name>-seed<S>/result.json`` and a committed copy
 ``benchmarks/results/peer_<checkpoint stem>/<name>-seed<S>.json``, and is skipped when either exists (resumable on a fresh
-machine; an interrupted training continues from its state file under ``--out``). Results: ``benchmarks/results/peer_torch_pruning<tag>.json``.
+machine; an interrupted training continues from its state file under ``--out``). The scratch control, hours of CPU
+per seed, keeps its training state (model, optimizer, schedule, RNG; saved at every epoch end and on SIGTERM) in
+``benchmarks/results/peer_<checkpoint stem>/partial/scratch-seed<S>.train_state.pt`` instead, so a session commits
+it and the next one, on a fresh machine, continues from that step; it is deleted once the run's result is written.
+Results: ``benchmarks/results/peer_torch_pruning<tag>.json``.
 ``--table-only`` writes them from the runs x seeds finished so far (the others left out), e.g. after runs of one seed
 were started separately.
 
@@ -127,6 +131,13 @@ def finetune(model, teacher, loaders, steps: int, lr: float, state: Path, kd: bo
     step_finetune(model, loaders, steps, lr, kd_loss(teacher) if kd else ce_loss(), state)
 
 
+def scratch_state(keep: Path, seed: int) -> Path:
+    """Where the scratch control's resumable training state is kept (committed between sessions)."""
+    path = keep.parent / "partial" / f"scratch-seed{seed}.train_state.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict, out: Path) -> dict:
     import torch
 
@@ -163,7 +174,7 @@ def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict,
         from evoprune.train import TrainConfig, fit
 
         fit(model, loaders, TrainConfig(epochs=epochs, lr=a.base_lr, schedule="cosine"), loss_fn=ce_loss(),
-            state_path=str(d / "train_state.pt"), progress=False, evaluate_each_epoch=False)
+            state_path=str(scratch_state(keep, seed)), progress=False, evaluate_each_epoch=False)
     elif name == "continue":
         import copy
 
@@ -180,6 +191,8 @@ def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict,
     (d / "result.json").write_text(json.dumps(res, indent=1) + "\n")
     keep.parent.mkdir(parents=True, exist_ok=True)
     keep.write_text(json.dumps(res, indent=1) + "\n")
+    if name == "scratch":
+        scratch_state(keep, seed).unlink(missing_ok=True)  # the result replaces the resumable state
     torch.save({"note": "weights not kept"}, d / "done.pt")
     print(f"{name:>22} seed {seed}: test {100 * test:.2f} %  (after pruning {100 * after_prune:.2f} %)  "
           f"MACs x{res['macs_reduction']:.2f}  params x{res['params_reduction']:.2f}  {res['wall_time_s'] / 60:.1f} min",

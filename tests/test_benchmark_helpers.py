@@ -176,3 +176,35 @@ def test_reproduction_table_counts_each_ablation_cells_own_optimiser_steps(monke
     assert ours["ours (ablation): uniform + l1 + refit on + KD"] == "1,664 steps"  # 30 x 30 + 2 x 382
     assert ours["ours (ablation): uniform + l1 + refit on + KD, 0 KD steps per unit, **4-epoch** KD fine-tune"] \
         == "4 epochs (1,528 steps)"
+
+
+def test_scratch_control_keeps_its_training_state_where_a_session_can_commit_it(monkeypatch, tmp_path):
+    """The scratch control trains for hours: its resumable state lives under benchmarks/results (committed between
+    sessions), is what fit() resumes from, and goes once the run's result is written."""
+    import types
+
+    import evoprune.train
+    import peer_torch_pruning as peer
+    from evoprune.data import load_dataset, make_loaders
+    from evoprune.models.checkpoint import load_model
+
+    monkeypatch.setattr(peer, "RESULTS", tmp_path / "results")
+    seen = {}
+
+    def fake_fit(model, loaders, cfg, loss_fn=None, state_path=None, **kw):
+        seen["state"], seen["epochs"] = Path(state_path), cfg.epochs
+        Path(state_path).write_bytes(b"state")  # what an interrupted run leaves for the next session
+
+    monkeypatch.setattr(evoprune.train, "fit", fake_fit)
+    base, meta = load_model(str(Path(peer.__file__).resolve().parents[1] / "evoprune/assets/vgg16_w0.25_cifar10.pt"))
+    loaders = make_loaders(load_dataset("mini-cifar10"), batch_size=64, calib_size=32)
+    example = torch.zeros(1, 3, 32, 32)
+    macs, params = peer.cost(base, example)
+    a = types.SimpleNamespace(checkpoint="ckpt/base.pt", table_only=False, base_epochs=3, base_lr=0.05)
+    budget = {"pruned": meta.get("pruned") or {}, "finetune_epochs": 2, "base_macs": macs, "base_params": params,
+              "steps": 10}
+    res = peer.one_run("scratch", 1, a, base, dict(meta, epochs=None), loaders, example, budget, tmp_path / "out")
+    assert seen["state"] == tmp_path / "results" / "peer_base" / "partial" / "scratch-seed1.train_state.pt"
+    assert seen["epochs"] == 3 + 2 and res["epochs"] == 5
+    assert not seen["state"].exists()  # the result replaced it
+    assert (tmp_path / "results" / "peer_base" / "scratch-seed1.json").exists()
