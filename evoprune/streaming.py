@@ -22,7 +22,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -255,16 +255,31 @@ class StreamLoader(EpochLoader):
                 return
             except EvopruneError as exc:  # raised in a worker: the wrapper adds the worker's traceback
                 raise DataLoaderError(_last_line(str(exc))) from None
-            except RuntimeError as exc:
-                if "DataLoader worker" in str(exc):
-                    raise DataLoaderError(f"a data-loading worker process died ({str(exc).splitlines()[0][:120]}); "
-                                          "rerun with --resume to continue from the last checkpoint") from None
-                raise
+            except (RuntimeError, EOFError, ConnectionError) as exc:
+                # a worker killed while the batch it had queued was being fetched: EOFError or a reset connection
+                # from the fd it shared, before torch's own "worker is killed" RuntimeError
+                if isinstance(exc, RuntimeError) and "DataLoader worker" not in str(exc):
+                    raise
+                _stop_workers(it)
+                what = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                raise DataLoaderError(f"a data-loading worker process died ({what}); "
+                                      "rerun with --resume to continue from the last checkpoint") from None
             xb = xb.to(self.device, non_blocking=True).float().div_(255.0)
             xb = (xb - self.mean) / self.std
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb.to(self.device, non_blocking=True)
+
+
+def _stop_workers(it: Any) -> None:
+    """Shut a failed loader's workers down and unregister them, so that torch's SIGCHLD handler does not raise a
+    second error later from wherever the program then is."""
+    for _ in range(3):
+        try:
+            getattr(it, "_shutdown_workers", lambda: None)()
+            return
+        except RuntimeError:  # the handler fired during the shutdown: the workers are still registered, again
+            continue
 
 
 def _last_line(msg: str) -> str:

@@ -152,6 +152,40 @@ def test_worker_killed_mid_epoch_stops_in_one_line_and_resumes_identically(tmp_p
         assert torch.equal(a, b), k
 
 
+@pytest.mark.parametrize("exc", [EOFError(), ConnectionResetError("reset by peer"),
+                                 RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed.")])
+def test_worker_dying_while_its_batch_is_fetched_is_the_same_one_line_error(tmp_path, monkeypatch, exc):
+    """The race the kill test can hit under load: the dead worker's queued batch fails to arrive (EOFError or a
+    reset connection from its shared fd) before torch reports the death; either way one DataLoaderError, and the
+    loader's workers are shut down (unregistered), so torch's SIGCHLD handler raises nothing later."""
+    from evoprune import streaming
+
+    stopped = []
+
+    class FakeIter:
+        def __next__(self):
+            raise exc
+
+        def _shutdown_workers(self):
+            stopped.append(True)
+
+    class FakeLoader:
+        def __init__(self, *a, **k):
+            pass
+
+        def __iter__(self):
+            return FakeIter()
+
+    _, loaders = _tiny_training(tmp_path)
+    monkeypatch.setattr(streaming.torch.utils.data, "DataLoader", FakeLoader)
+    with pytest.raises(DataLoaderError, match="worker process died.*--resume"):
+        next(iter(loaders.train))
+    assert stopped == [True]
+    monkeypatch.setattr(FakeIter, "__next__", lambda self: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
+    with pytest.raises(RuntimeError, match="out of memory"):  # other errors are not called a dead worker
+        next(iter(loaders.train))
+
+
 # --------------------------------------------------------------------------------------------- any image size
 def test_28px_grayscale_folder_trains_vgg11_and_resnet20_and_prunes(tmp_path):
     root = make_folder(tmp_path / "mnist", size=(28, 28), mode="L", n_train=16)
