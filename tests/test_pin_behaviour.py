@@ -4,7 +4,7 @@ what the code gave when ``tests/data/pin_reference.json`` was written (before th
 A refactor that changes which channels are chosen, how a candidate is scored or how a run is seeded fails here.
 Discrete outcomes (kept channels, evaluation counts, MACs, params) must match exactly; floats to 1e-6 relative.
 Another CPU rounds differently (other kernels, other cache blocking), and a 1-epoch training amplifies that into a
-different network, so references are kept per machine (CPU model, core count, torch version). On a machine with no
+different network, so references are kept per machine (CPU model, family/model/stepping, core count, torch version). On a machine with no
 reference the runs must still agree with the oldest reference (the machine of the consolidation) or, failing that,
 with themselves: the same run twice gives the same result, and the test warns that nothing was pinned here.
 After an intended behaviour change, or to pin a new machine, rewrite this machine's reference with
@@ -39,8 +39,12 @@ def machine_signature() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
-                      if ln.startswith("model name")), model)
+        # a VM's "model name" can be just "AMD EPYC" on different CPUs (two of them gave different CMA-ES genomes
+        # here): family, model and stepping tell them apart
+        info = dict(ln.split(":", 1) for ln in cpuinfo.read_text().split("\n\n")[0].splitlines() if ":" in ln)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        model = info.get("model name", model) + "".join(
+            f" {k.replace('cpu ', '')} {info[k]}" for k in ("cpu family", "model", "stepping") if k in info)
     return f"{model} x{os.cpu_count()} {torch.backends.cpu.get_cpu_capability()} | torch {torch.__version__}"
 
 
