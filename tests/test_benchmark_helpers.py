@@ -208,3 +208,10 @@ def test_scratch_control_keeps_its_training_state_where_a_session_can_commit_it(
     assert seen["epochs"] == 3 + 2 and res["epochs"] == 5
     assert not seen["state"].exists()  # the result replaced it
     assert (tmp_path / "results" / "peer_base" / "scratch-seed1.json").exists()
+
+
+def test_peer_margin_counts_our_rows_with_no_more_fine_tune_steps_than_the_peers():
+    from reproduction_table import step_count
+
+    assert step_count("1,604 steps") == 1604 and step_count("4 epochs (1,528 steps)") == 1528
+    assert step_count("60 epochs") is None and step_count("") is None
