@@ -69,6 +69,10 @@ class Cell:
                 + (f"-ft{self.epochs}" if self.epochs else "") + (f"-fit{self.fitness}" if self.fitness else "")
                 + (f"-us{self.unit_steps}" if self.unit_steps is not None else ""))
 
+    def steps_per_unit(self, default: int) -> int:
+        """The KD steps after each unit: this cell's own, else the ablation's ``--finetune-steps``."""
+        return default if self.unit_steps is None else self.unit_steps
+
     @property
     def factors(self) -> tuple:
         return self.allocation, self.selector, self.refit
@@ -105,7 +109,7 @@ class Cell:
 def prune_one(cell: Cell, seed: int, a, phase: str = "finetuned") -> dict:
     """One cell's ``evoprune prune`` run; its results.json, from the committed copy when there is one."""
     ft = ["--finetune-steps", "0", "--finetune-epochs", "0"] if phase == "pruned" else \
-        ["--finetune-steps", str(a.finetune_steps if cell.unit_steps is None else cell.unit_steps),
+        ["--finetune-steps", str(cell.steps_per_unit(a.finetune_steps)),
          "--finetune-epochs", str(cell.epochs or a.finetune_epochs)]
     flags = ["--checkpoint", a.checkpoint, "--data", a.data, "--target-macs", str(a.target_macs),
              *(["--target-params", str(a.target_params)] if a.target_params else []), "--sensitivity", str(a.sens_file),
@@ -255,7 +259,7 @@ def main() -> None:
         refit = [c for u in units for c in (u.get("refit") or {}).values()]
         rows.append({"cell": cell.name, "allocation": cell.allocation, "selector": cell.selector, "refit": cell.refit,
                      "at_weight": cell.at, "finetune_epochs": cell.epochs or a.finetune_epochs,
-                     "unit_steps": a.finetune_steps if cell.unit_steps is None else cell.unit_steps,
+                     "unit_steps": cell.steps_per_unit(a.finetune_steps),
                      "units": len(any_run["order"]),  # each gets the per-unit steps: the fine-tune's optimiser steps
                      "fitness": cell.fitness or None, "seeds": len(ft),
                      "per_seed_after_finetune": ft, "per_seed_after_prune": pr,

@@ -133,9 +133,7 @@ def finetune(model, teacher, loaders, steps: int, lr: float, state: Path, kd: bo
 
 def scratch_state(keep: Path, seed: int) -> Path:
     """Where the scratch control's resumable training state is kept (committed between sessions)."""
-    path = keep.parent / "partial" / f"scratch-seed{seed}.train_state.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    return keep.parent / "partial" / f"scratch-seed{seed}.train_state.pt"
 
 
 def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict, out: Path) -> dict:
@@ -173,8 +171,10 @@ def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict,
         from evoprune.distill import ce_loss
         from evoprune.train import TrainConfig, fit
 
+        state = scratch_state(keep, seed)
+        state.parent.mkdir(parents=True, exist_ok=True)
         fit(model, loaders, TrainConfig(epochs=epochs, lr=a.base_lr, schedule="cosine"), loss_fn=ce_loss(),
-            state_path=str(scratch_state(keep, seed)), progress=False, evaluate_each_epoch=False)
+            state_path=str(state), progress=False, evaluate_each_epoch=False)
     elif name == "continue":
         import copy
 

@@ -89,8 +89,9 @@ def rows_from(tag: str) -> tuple[list, float | None]:
                 + (f" ({r['fitness']})" if r.get("fitness") else "") + f" + refit {r['refit']} + {kd}")
         epochs = r.get("finetune_epochs")
         long = epochs is not None and epochs != int(abl["settings"]["finetune_epochs"])
-        unit_steps = r.get("unit_steps", int(abl["settings"]["finetune_steps"]))
-        if unit_steps != int(abl["settings"]["finetune_steps"]):
+        default_unit_steps = int(abl["settings"]["finetune_steps"])
+        unit_steps = r.get("unit_steps", default_unit_steps)
+        if unit_steps != default_unit_steps:
             what += f", {unit_steps} KD steps per unit"
         total = r["units"] * unit_steps + epochs * per_epoch if per_epoch and "units" in r and epochs else None
         own = None if total is None else f"{epochs} epochs ({total:,} steps)" if long else f"{total:,} steps"
@@ -155,9 +156,9 @@ def main() -> None:
             r["vs_scratch"] = welch(r["per_seed"], scratch["per_seed"]) if scratch else None
     ours = [r for r in rows if r["kind"] == "ours"]
     # the peer margin is asked at equal fine-tune steps: only our rows with no more steps than the peers' count
+    # (a peer row's fine-tune is always "N steps": the peer benchmark's step budget)
     peer_steps = step_count(best_peer["fine_tune"]) if best_peer else None
-    same_steps = [r for r in ours if best_peer and (r["fine_tune"] == best_peer["fine_tune"] or (
-        peer_steps is not None and (step_count(r["fine_tune"]) or math.inf) <= peer_steps))]
+    same_steps = [r for r in ours if peer_steps is not None and (step_count(r["fine_tune"]) or math.inf) <= peer_steps]
     targets = []
     slack = f" - {a.tolerance_pt:g} pt" if a.tolerance_pt else ""
     for what, ref, pool in ((f"at or above the baseline{slack} (the paper's claim)",
