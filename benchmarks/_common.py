@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+_manifest_lock = threading.Lock()  # ablation runs its jobs in threads
 
 
 def shared_cifar10() -> str:
@@ -55,20 +59,56 @@ def save(name: str, obj: dict) -> Path:
     return path
 
 
+def record_sha256(root: Path) -> None:
+    """Make ``CHECKPOINTS.sha256`` true for ``root`` (a file or folder under ``benchmarks/results``): drop the lines
+    of the files at or under it, then add one for each ``.pt`` file there now (none when it is gone)."""
+    manifest, base = RESULTS / "CHECKPOINTS.sha256", RESULTS.resolve()
+    rel = root.resolve().relative_to(base).as_posix()
+    files = [root] if root.is_file() else sorted(root.rglob("*.pt")) if root.is_dir() else []
+    with _manifest_lock:
+        lines = manifest.read_text().splitlines() if manifest.exists() else []
+        kept = [ln for ln in lines if ln.strip() and not (
+            (name := ln.split(None, 1)[1].strip()) == rel or name.startswith(rel + "/"))]
+        kept += [f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.resolve().relative_to(base).as_posix()}"
+                 for f in files]
+        manifest.write_text("".join(ln + "\n" for ln in kept))
+
+
+def carried(keep: Path, out: Path) -> Path:
+    """Where an interrupted run's folder is kept between sessions (committed, without its plots)."""
+    return keep.parent / "partial" / out.name
+
+
 def prune_run(flags: list, out: Path, keep: Path | None = None, log: Path | None = None) -> dict:
     """One ``evoprune prune`` run into ``out`` (resumed when the folder exists); returns its results.json.
 
     ``keep``: a committed copy of results.json; when it exists the run is not rerun (a fresh machine, where the
-    run folders of an earlier session are gone, continues a benchmark from what was committed)."""
+    run folders of an earlier session are gone, continues a benchmark from what was committed). A run that stops
+    before its end (``kill -TERM`` of the ``evoprune prune`` process: it saves at its next safe point) leaves its
+    resumable folder in :func:`carried`, with its sha256 lines; the next session, on a fresh machine, resumes it
+    from there, and the finished run removes it."""
     if keep is not None and keep.exists():
         return json.loads(keep.read_text())
+    carry = carried(keep, out) if keep is not None else None
+    if carry is not None and carry.is_dir() and not out.exists():
+        shutil.copytree(carry, out)
     if not (out / "results.json").exists():
-        run(evoprune_cmd("--quiet", "prune", *flags, "--out", str(out), *(["--resume"] if out.exists() else [])),
-            log)
+        try:
+            run(evoprune_cmd("--quiet", "prune", *flags, "--out", str(out), *(["--resume"] if out.exists() else [])),
+                log)
+        except SystemExit:
+            if carry is not None and out.is_dir():
+                shutil.rmtree(carry, ignore_errors=True)
+                shutil.copytree(out, carry, ignore=shutil.ignore_patterns("*.png", "*.svg"))
+                record_sha256(carry)
+            raise
     res = json.loads((out / "results.json").read_text())
     if keep is not None:
         keep.parent.mkdir(parents=True, exist_ok=True)
         keep.write_text(json.dumps(res, indent=1) + "\n")
+    if carry is not None and carry.exists():
+        shutil.rmtree(carry)
+        record_sha256(carry)
     return res
 
 

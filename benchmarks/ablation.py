@@ -23,7 +23,10 @@ practitioner's pipeline), paired by seed.
 
 Every finished run's ``results.json`` is copied to ``benchmarks/results/ablation<tag>/`` and a run whose copy
 exists is not rerun, so a later session (even on a fresh machine) continues where this one stopped; rerun the same
-command. Results: ``benchmarks/results/ablation<tag>.{json,md}``.
+command. A run stopped midway (``pkill -TERM -f "evoprune --quiet prune"``: it saves at its next safe point) leaves
+its resumable folder in ``benchmarks/results/ablation<tag>/partial/`` with its sha256 lines: commit it, and the
+same command in the next session resumes that run where it stopped (a long fine-tune spans sessions this way).
+Results: ``benchmarks/results/ablation<tag>.{json,md}``.
 
     python benchmarks/ablation.py --seeds 3 --jobs 2     # ~7 min per run on one CPU thread (VGG-16 w0.25)
     python benchmarks/ablation.py --extra-cells sensitivity/ga/on/50 --long-finetune-epochs 60 --jobs 1

@@ -22,7 +22,8 @@ Every run writes ``--out/<name>-seed<S>/result.json`` and a committed copy
 machine; an interrupted training continues from its state file under ``--out``). The scratch control, hours of CPU
 per seed, keeps its training state (model, optimizer, schedule, RNG; saved at every epoch end and on SIGTERM) in
 ``benchmarks/results/peer_<checkpoint stem>/partial/scratch-seed<S>.train_state.pt`` instead, so a session commits
-it and the next one, on a fresh machine, continues from that step; it is deleted once the run's result is written.
+it and the next one, on a fresh machine, continues from that step; its sha256 line in ``CHECKPOINTS.sha256`` follows
+it (written when the training stops, dropped with the file once the run's result is written).
 Results: ``benchmarks/results/peer_torch_pruning<tag>.json``.
 ``--table-only`` writes them from the runs x seeds finished so far (the others left out), e.g. after runs of one seed
 were started separately.
@@ -38,7 +39,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import RESULTS, machine, save, shared_cifar10, step_finetune
+from _common import RESULTS, machine, record_sha256, save, shared_cifar10, step_finetune
 
 from evoprune.textable import markdown_table
 
@@ -173,8 +174,11 @@ def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict,
 
         state = scratch_state(keep, seed)
         state.parent.mkdir(parents=True, exist_ok=True)
-        fit(model, loaders, TrainConfig(epochs=epochs, lr=a.base_lr, schedule="cosine"), loss_fn=ce_loss(),
-            state_path=str(state), progress=False, evaluate_each_epoch=False)
+        try:
+            fit(model, loaders, TrainConfig(epochs=epochs, lr=a.base_lr, schedule="cosine"), loss_fn=ce_loss(),
+                state_path=str(state), progress=False, evaluate_each_epoch=False)
+        finally:  # stopped by kill -TERM or finished: the committed state and its sha256 line agree
+            record_sha256(state)
     elif name == "continue":
         import copy
 
@@ -193,6 +197,7 @@ def one_run(name: str, seed: int, a, base, meta, loaders, example, budget: dict,
     keep.write_text(json.dumps(res, indent=1) + "\n")
     if name == "scratch":
         scratch_state(keep, seed).unlink(missing_ok=True)  # the result replaces the resumable state
+        record_sha256(scratch_state(keep, seed))
     torch.save({"note": "weights not kept"}, d / "done.pt")
     print(f"{name:>22} seed {seed}: test {100 * test:.2f} %  (after pruning {100 * after_prune:.2f} %)  "
           f"MACs x{res['macs_reduction']:.2f}  params x{res['params_reduction']:.2f}  {res['wall_time_s'] / 60:.1f} min",

@@ -11,7 +11,8 @@ From a baseline trained with `evoprune train` (benchmarks/train_baseline.py):
 4. ablations with the GA: KD vs cross-entropy fine-tune; sensitivity order vs front-to-back order.
 
 Writes benchmarks/results/reproduce_cifar10.{json,md} and a small final checkpoint. Every run is a normal
-`evoprune` run directory under --out, resumable: rerun the same command after an interruption.
+`evoprune` run directory under --out, resumable: rerun the same command after an interruption (a run stopped with
+`kill -TERM` of its `evoprune prune` process is also kept, resumable, in the `_runs/partial/` folder for a fresh machine).
 
     python benchmarks/reproduce_cifar10.py --checkpoint benchmarks/results/vgg16_w0.25_cifar10.pt --seeds 3
 """

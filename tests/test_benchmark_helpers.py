@@ -1,7 +1,9 @@
 """The helpers the benchmark scripts share (benchmarks/_common.py): what their comparisons stand on."""
+import hashlib
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -188,12 +190,20 @@ def test_scratch_control_keeps_its_training_state_where_a_session_can_commit_it(
     from evoprune.data import load_dataset, make_loaders
     from evoprune.models.checkpoint import load_model
 
-    monkeypatch.setattr(peer, "RESULTS", tmp_path / "results")
+    import _common
+
+    for mod in (peer, _common):
+        monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
+    manifest = tmp_path / "results" / "CHECKPOINTS.sha256"
+    manifest.parent.mkdir()
+    manifest.write_text("00  other.pt\n")
     seen = {}
 
     def fake_fit(model, loaders, cfg, loss_fn=None, state_path=None, **kw):
         seen["state"], seen["epochs"] = Path(state_path), cfg.epochs
         Path(state_path).write_bytes(b"state")  # what an interrupted run leaves for the next session
+        if seen.setdefault("interrupt", True):
+            raise KeyboardInterrupt  # kill -TERM: fit saved its state and stops
 
     monkeypatch.setattr(evoprune.train, "fit", fake_fit)
     base, meta = load_model(str(Path(peer.__file__).resolve().parents[1] / "evoprune/assets/vgg16_w0.25_cifar10.pt"))
@@ -203,10 +213,16 @@ def test_scratch_control_keeps_its_training_state_where_a_session_can_commit_it(
     a = types.SimpleNamespace(checkpoint="ckpt/base.pt", table_only=False, base_epochs=3, base_lr=0.05)
     budget = {"pruned": meta.get("pruned") or {}, "finetune_epochs": 2, "base_macs": macs, "base_params": params,
               "steps": 10}
-    res = peer.one_run("scratch", 1, a, base, dict(meta, epochs=None), loaders, example, budget, tmp_path / "out")
+    with pytest.raises(KeyboardInterrupt):
+        peer.one_run("scratch", 1, a, base, dict(meta, epochs=None), loaders, example, budget, tmp_path / "out")
     assert seen["state"] == tmp_path / "results" / "peer_base" / "partial" / "scratch-seed1.train_state.pt"
+    digest = hashlib.sha256(b"state").hexdigest()  # the interrupted state is committed with its sha256 line
+    assert manifest.read_text() == f"00  other.pt\n{digest}  peer_base/partial/scratch-seed1.train_state.pt\n"
+    seen["interrupt"] = False
+    res = peer.one_run("scratch", 1, a, base, dict(meta, epochs=None), loaders, example, budget, tmp_path / "out")
     assert seen["epochs"] == 3 + 2 and res["epochs"] == 5
-    assert not seen["state"].exists()  # the result replaced it
+    assert not seen["state"].exists()  # the result replaced it, and its line went with it
+    assert manifest.read_text() == "00  other.pt\n"
     assert (tmp_path / "results" / "peer_base" / "scratch-seed1.json").exists()
 
 
@@ -215,3 +231,60 @@ def test_peer_margin_counts_our_rows_with_no_more_fine_tune_steps_than_the_peers
 
     assert step_count("1,604 steps") == 1604 and step_count("4 epochs (1,528 steps)") == 1528
     assert step_count("60 epochs") is None and step_count("") is None
+
+
+def test_an_interrupted_prune_run_is_carried_to_the_next_session_and_dropped_when_done(monkeypatch, tmp_path):
+    """A run stopped by kill -TERM leaves its resumable folder (no plots) under results/.../partial with sha256
+    lines; on a fresh machine (no run folder) the next prune_run resumes from it, and the finished run removes it."""
+    import _common
+
+    results = tmp_path / "results"
+    monkeypatch.setattr(_common, "RESULTS", results)
+    keep, out = results / "ablation_x" / "cell-seed0-finetuned.json", tmp_path / "runs" / "cell-seed0-finetuned"
+    calls = []
+
+    def interrupted(cmd, log=None):
+        calls.append(cmd)
+        (out / "state").mkdir(parents=True)
+        (out / "state" / "model_003.pt").write_bytes(b"unit 3")
+        (out / "finetune_state.pt").write_bytes(b"step 10")
+        (out / "trajectory.png").write_bytes(b"png")
+        sys.exit("command failed (130)")
+
+    monkeypatch.setattr(_common, "run", interrupted)
+    with pytest.raises(SystemExit):
+        _common.prune_run(["--seed", "0"], out, keep)
+    carry = results / "ablation_x" / "partial" / "cell-seed0-finetuned"
+    assert sorted(p.relative_to(carry).as_posix() for p in carry.rglob("*") if p.is_file()) == \
+        ["finetune_state.pt", "state/model_003.pt"]
+    lines = (results / "CHECKPOINTS.sha256").read_text().splitlines()
+    assert lines == [f"{hashlib.sha256(b'step 10').hexdigest()}  ablation_x/partial/cell-seed0-finetuned/finetune_state.pt",
+                     f"{hashlib.sha256(b'unit 3').hexdigest()}  ablation_x/partial/cell-seed0-finetuned/state/model_003.pt"]
+
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")  # a fresh machine
+
+    def finishes(cmd, log=None):
+        calls.append(cmd)
+        assert (out / "finetune_state.pt").read_bytes() == b"step 10"  # resumed from the carried folder
+        (out / "results.json").write_text('{"final": 1}')
+
+    monkeypatch.setattr(_common, "run", finishes)
+    assert _common.prune_run(["--seed", "0"], out, keep) == {"final": 1}
+    assert calls[0][-1] != "--resume" and calls[1][-1] == "--resume"
+    assert not carry.exists() and (results / "CHECKPOINTS.sha256").read_text() == ""
+    assert _common.prune_run(["--seed", "0"], out, keep) == {"final": 1} and len(calls) == 2  # kept: not rerun
+
+
+def test_committed_checkpoints_match_their_sha256_manifest():
+    """Every .pt under benchmarks/results (baselines, pruned nets, carried partial runs) has its line, and only
+    those have one: a session that commits a changed state without its line fails here, not on a user's machine."""
+    from _common import RESULTS
+
+    lines = dict(reversed(ln.split(None, 1)) for ln in (RESULTS / "CHECKPOINTS.sha256").read_text().splitlines()
+                 if ln.strip())
+    on_disk = {p.relative_to(RESULTS).as_posix(): p for p in RESULTS.rglob("*.pt")}
+    assert sorted(lines) == sorted(on_disk)
+    for name, path in on_disk.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == lines[name], f"{name} changed; run record_sha256"
