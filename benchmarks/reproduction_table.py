@@ -81,9 +81,8 @@ def rows_from(tag: str) -> tuple[list, float | None]:
                         "ours", [long["test_top1"]], long["macs_reduction"], long["params_reduction"],
                         minutes=long["wall_time_s"] / 60, steps=f"{long['finetune_epochs']} epochs"))
     for r in sorted((abl or {}).get("rows", []), key=lambda r: (r.get("finetune_epochs") or 0, r["at_weight"])):
-        best_kd_only = (r["selector"], r["refit"], r.get("fitness") or "") == ("l1", "on", "")
-        if (not r["at_weight"] and not best_kd_only) or not r["per_seed_after_finetune"]:
-            continue  # the best pipeline's steps: L1 + refit under any allocation and fine-tune length, every AT row
+        if (not r["at_weight"] and r["refit"] != "on") or not r["per_seed_after_finetune"]:
+            continue  # the best pipeline's family: refit on (L1's or the GA's channels, any allocation and fine-tune), every AT row
         kd = "KD" + (f" + AT {r['at_weight']:g}" if r["at_weight"] else "")
         what = (f"ours (ablation): {r['allocation']} + {r['selector']}"
                 + (f" ({r['fitness']})" if r.get("fitness") else "") + f" + refit {r['refit']} + {kd}")
