@@ -30,6 +30,8 @@ Results: ``benchmarks/results/ablation<tag>.{json,md}``.
 
     python benchmarks/ablation.py --seeds 3 --jobs 2     # ~7 min per run on one CPU thread (VGG-16 w0.25)
     python benchmarks/ablation.py --extra-cells sensitivity/ga/on/50 --long-finetune-epochs 60 --jobs 1
+    python benchmarks/ablation.py ... --run-seeds 2 --run-cells sensitivity/ga/on/50   # one run; a 2nd process
+                                                                                       # takes another
 """
 from __future__ import annotations
 
@@ -120,10 +122,17 @@ def prune_one(cell: Cell, seed: int, a, phase: str = "finetuned") -> dict:
              "--generations", str(a.generations), "--allocation-budget", str(a.allocation_budget),
              "--seed", str(seed), "--device", "cpu", *cell.flags()]
     stem = f"{cell.name}-seed{seed}-{phase}"
-    if a.table_only:
+    if a.table_only or not runs_here(cell, seed, a):
         keep = a.keep / f"{stem}.json"
         return json.loads(keep.read_text()) if keep.exists() else None
     return prune_run(flags, a.out / stem, a.keep / f"{stem}.json", a.out / "log.txt")
+
+
+def runs_here(cell: Cell, seed: int, a) -> bool:
+    """Whether this process may run ``cell`` at ``seed`` (``--run-cells``/``--run-seeds``); the rest of the table
+    comes from the committed results, so two processes can split the missing runs without running one twice."""
+    cells, seeds = getattr(a, "run_cells", None), getattr(a, "run_seeds", None)
+    return (not cells or cell in cells) and (not seeds or seed in seeds)
 
 
 def run_jobs(jobs: list, a, table: dict) -> None:
@@ -214,7 +223,17 @@ def main() -> None:
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--tag", default="_vgg16_w0.25_e60")
     ap.add_argument("--table-only", action="store_true", help="the table of the runs finished so far")
+    ap.add_argument("--run-cells", default="",
+                    help="run only these cells (same form, comma-separated); the others are read from the committed "
+                         "results, so parallel processes can split the missing runs")
+    ap.add_argument("--run-seeds", default="", help="run only these seeds (comma-separated), likewise")
     a = ap.parse_args()
+    try:
+        a.run_seeds = {int(s) for s in a.run_seeds.split(",") if s.strip()}
+    except ValueError:
+        print(f"error: --run-seeds '{a.run_seeds}' is not a comma-separated list of integers", file=sys.stderr)
+        sys.exit(2)
+    a.run_cells = {Cell.parse(c) for c in a.run_cells.split(",") if c.strip()}
     a.data = a.data or f"imagefolder:{shared_cifar10()}"
     a.out, a.keep = Path(a.out), RESULTS / f"ablation{a.tag}"
     a.out.mkdir(parents=True, exist_ok=True)

@@ -155,6 +155,13 @@ def test_ablation_cell_named_extras_set_the_fine_tune_schedule(monkeypatch, tmp_
         ablation.prune_one(c, 0, a)
     steps = [(f[f.index("--finetune-steps") + 1], f[f.index("--finetune-epochs") + 1]) for f in seen]
     assert steps == [("0", "4"), ("30", "2")]
+    # --run-cells/--run-seeds: a run outside them is only read back (committed copy or nothing), never run
+    seen.clear()
+    (tmp_path / "uniform-l1-refiton-seed1-finetuned.json").write_text('{"final": {"test_top1": 0.5}}')
+    a.run_cells, a.run_seeds = {cell}, {2}
+    got = [ablation.prune_one(c, s, a) for c, s in ((cell, 2), (cell, 1), (Cell.parse("uniform/l1/on"), 1),
+                                                     (Cell.parse("uniform/l1/on"), 2))]
+    assert len(seen) == 1 and got[1] is None and got[2] == {"final": {"test_top1": 0.5}} and got[3] is None
 
 
 def test_reproduction_table_counts_each_ablation_cells_own_optimiser_steps(monkeypatch):
