@@ -131,8 +131,7 @@ def prune_one(cell: Cell, seed: int, a, phase: str = "finetuned") -> dict:
 def runs_here(cell: Cell, seed: int, a) -> bool:
     """Whether this process may run ``cell`` at ``seed`` (``--run-cells``/``--run-seeds``); the rest of the table
     comes from the committed results, so two processes can split the missing runs without running one twice."""
-    cells, seeds = getattr(a, "run_cells", None), getattr(a, "run_seeds", None)
-    return (not cells or cell in cells) and (not seeds or seed in seeds)
+    return (not a.run_cells or cell in a.run_cells) and (not a.run_seeds or seed in a.run_seeds)
 
 
 def run_jobs(jobs: list, a, table: dict) -> None:

@@ -150,7 +150,8 @@ def test_ablation_cell_named_extras_set_the_fine_tune_schedule(monkeypatch, tmp_
     monkeypatch.setattr(ablation, "prune_run", lambda flags, *rest: seen.append(flags) or {})
     a = types.SimpleNamespace(finetune_steps=30, finetune_epochs=2, checkpoint="c.pt", data="d", target_macs=0.5,
                               target_params=0, sens_file="s.json", batch_size=128, pop_size=4, generations=2,
-                              allocation_budget=4, table_only=False, out=tmp_path, keep=tmp_path)
+                              allocation_budget=4, table_only=False, out=tmp_path, keep=tmp_path,
+                              run_cells=set(), run_seeds=set())
     for c in (cell, Cell.parse("uniform/l1/on")):
         ablation.prune_one(c, 0, a)
     steps = [(f[f.index("--finetune-steps") + 1], f[f.index("--finetune-epochs") + 1]) for f in seen]
